@@ -1,0 +1,113 @@
+//! Shapes shared by several kinds: targets, approvals, phases.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A DNS-1123 label: lower-case alphanumerics and '-', starting and ending alphanumeric.
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A key inside a secret, restricted to what a Kubernetes Secret accepts as a data key so a
+/// sealed delivery can always be written.
+pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// A provider-native reference: a Vault KV path, an AWS secret name or ARN, an Azure or GCP
+/// secret name. Printable ASCII without spaces or quotes.
+pub const PROVIDER_REF_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._/+=@:-]*$";
+/// A Kubernetes user name as the API server reports it (e.g. `alice`,
+/// `system:serviceaccount:ns:name`, `alice@example.com`).
+pub const USER_NAME_PATTERN: &str = r"^[^\s]+$";
+
+/// Where a request points: one secret in one provider served by one agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// Name of the AgentRegistration whose agent executes the job.
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
+    pub agent: String,
+    /// Name of a provider configured on that agent (one of `AgentRegistration.spec.providers[].name`).
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
+    pub provider: String,
+    /// Provider-native reference of the secret: a Vault KV v2 path (`team-a/db`), an AWS
+    /// Secrets Manager name or ARN, an Azure Key Vault or GCP Secret Manager secret name.
+    #[serde(rename = "ref")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = PROVIDER_REF_PATTERN))]
+    pub reference: String,
+    /// Keys of the secret to act on. Empty or absent means every key (read requests only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN)))]
+    pub keys: Vec<String>,
+}
+
+impl TargetRef {
+    /// The canonical `agent/provider:ref` form used in logs, the CLI and sealing aad.
+    pub fn canonical(&self) -> String {
+        format!("{}/{}:{}", self.agent, self.provider, self.reference)
+    }
+}
+
+impl std::fmt::Display for TargetRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.canonical())
+    }
+}
+
+/// An approver's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Decision {
+    /// The approver agrees the request may run.
+    Approve,
+    /// The approver refuses; one Deny ends the request.
+    Deny,
+}
+
+/// One approver's decision, appended to `status.approvals` through the status subresource
+/// (`kubectl approve` / `kubectl sb approve|deny`). The admission policy shipped with the
+/// chart binds `approver` to the authenticated user and refuses the requester.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// Approve or Deny.
+    pub decision: Decision,
+    /// The Kubernetes user who decided; must equal the user making the status update.
+    #[schemars(length(min = 1, max = 253), regex(pattern = USER_NAME_PATTERN))]
+    pub approver: String,
+    /// Why the approver decided so; recorded in the audit log.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// When the decision was made.
+    pub time: Time,
+}
+
+/// Kinds of secret store an agent can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ProviderType {
+    /// HashiCorp Vault or OpenBao, KV version 2.
+    Vault,
+    /// AWS Secrets Manager.
+    AwsSecretsManager,
+    /// Azure Key Vault secrets.
+    AzureKeyVault,
+    /// GCP Secret Manager.
+    GcpSecretManager,
+}
+
+impl ProviderType {
+    /// The name used in logs and configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderType::Vault => "Vault",
+            ProviderType::AwsSecretsManager => "AwsSecretsManager",
+            ProviderType::AzureKeyVault => "AzureKeyVault",
+            ProviderType::GcpSecretManager => "GcpSecretManager",
+        }
+    }
+}
+
+/// A reference to a Secret object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret.
+    pub name: String,
+    /// Namespace of the Secret.
+    pub namespace: String,
+}

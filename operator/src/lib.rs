@@ -1,0 +1,4 @@
+//! Secrets Bridge control plane.
+
+pub mod cli;
+pub mod crdgen;
