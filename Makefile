@@ -17,8 +17,16 @@ build: ## Build every crate, tests and benches included
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: tools boundaries build ## The whole test suite (what CI runs)
+test: tools services boundaries build ## The whole test suite (what CI runs)
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+
+.PHONY: services
+services: ## Install and start OpenBao, moto and PostgreSQL on loopback (idempotent)
+	@scripts/services.sh up
+
+.PHONY: services-down
+services-down: ## Stop the services started by `make services`
+	@scripts/services.sh down
 
 .PHONY: boundaries
 boundaries: ## Check the one-way dependency rules between tiers (cargo tree)
