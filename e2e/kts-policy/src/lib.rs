@@ -9,8 +9,11 @@
 //! Objects are plain `serde_json::Value`s exactly as the API server stores them.
 
 pub mod admission;
+mod cel_support;
+mod field;
 pub mod rbac;
 pub mod schema;
+pub mod selector;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,130 @@
+//! `x-kubernetes-validations`: CEL rules with `self`, transition rules with `oldSelf`,
+//! `messageExpression`, `reason` and `fieldPath`, reported as the real server does.
+
+use super::correlate;
+use super::node::{Node, Rule};
+use crate::FieldError;
+use crate::cel_support::{self, to_cel};
+use crate::field::{Bad, Seg, field_path};
+use cel::Value as Cel;
+use cel::common::types::CelOptional;
+use cel::common::value::Val;
+use serde_json::Value;
+
+pub(crate) fn check(
+    node: &Node,
+    value: &Value,
+    old: Option<&Value>,
+    is_resource: bool,
+    path: &mut Vec<Seg>,
+    errs: &mut Vec<FieldError>,
+) {
+    // Rules only see non-null values; nullability is the parent's business.
+    if value.is_null() {
+        return;
+    }
+    let unchanged = old == Some(value);
+    for rule in &node.rules {
+        // Transition rules need a correlated old value (unless optionalOldSelf), and
+        // rules without oldSelf are ratcheted when nothing changed.
+        if (rule.uses_old_self && old.is_none() && !rule.optional_old_self) || (unchanged && !rule.uses_old_self) {
+            continue;
+        }
+        if let Some(e) = evaluate(node, rule, value, old, path) {
+            errs.push(e);
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if is_resource && k == "metadata" {
+                    continue;
+                }
+                let old_v = old.and_then(|o| o.get(k));
+                if let Some(prop) = node.properties.get(k) {
+                    path.push(Seg::Field(k.clone()));
+                    check(prop, v, old_v, prop.embedded_resource, path, errs);
+                    path.pop();
+                } else if let Some(add) = &node.additional {
+                    path.push(Seg::Key(k.clone()));
+                    check(add, v, old_v, add.embedded_resource, path, errs);
+                    path.pop();
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = &node.items {
+                for (i, v) in items.iter().enumerate() {
+                    let old_item = correlate::item(node, v, old);
+                    path.push(Seg::Index(i));
+                    check(item, v, old_item, item.embedded_resource, path, errs);
+                    path.pop();
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn evaluate(node: &Node, rule: &Rule, value: &Value, old: Option<&Value>, path: &[Seg]) -> Option<FieldError> {
+    let mut ctx = cel_support::context();
+    ctx.add_variable_from_value("self", to_cel(value));
+    if rule.optional_old_self {
+        let opt = match old {
+            Some(o) => {
+                let boxed: Box<dyn Val> = to_cel(o).try_into().ok()?;
+                CelOptional::of(boxed)
+            }
+            None => CelOptional::none(),
+        };
+        ctx.add_variable_as_val("oldSelf", Box::new(opt));
+    } else if let Some(o) = old {
+        ctx.add_variable_from_value("oldSelf", to_cel(o));
+    }
+    let here = field_path(path);
+    let outcome = match rule.program.execute(&ctx) {
+        Ok(Cel::Bool(b)) => Ok(b),
+        Ok(other) => Err(format!("rule did not evaluate to a bool but to {}", other.type_of())),
+        Err(e) => Err(error_text(&e)),
+    };
+    match outcome {
+        Ok(true) => None,
+        Err(e) => Some(FieldError::invalid(
+            &here,
+            Bad::Str(node.type_name()),
+            &format!("{e} evaluating rule: {}", rule.error_string()),
+        )),
+        Ok(false) => {
+            let mut at = path.to_vec();
+            if let Some(fp) = &rule.field_path {
+                at.push(Seg::Field(fp.clone()));
+            }
+            let detail = rule
+                .message_expression
+                .as_ref()
+                .and_then(|p| match p.execute(&ctx) {
+                    Ok(Cel::String(s)) if !s.trim().is_empty() && !s.contains('\n') => Some(s.trim().to_string()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| rule.message_or_default());
+            let bad = if matches!(node.ty.as_deref(), Some("object" | "array")) { Bad::Omit } else { Bad::Json(value) };
+            let field = field_path(&at);
+            Some(match rule.reason.as_deref() {
+                Some("FieldValueForbidden") => FieldError::forbidden(&field, &detail),
+                Some("FieldValueRequired") => FieldError::required(&field, &detail),
+                Some("FieldValueDuplicate") => FieldError::duplicate(&field, bad),
+                _ => FieldError::invalid(&field, bad, &detail),
+            })
+        }
+    }
+}
+
+/// cel-go's wording for the common runtime errors, cel-rust's for the rest.
+pub(crate) fn error_text(e: &cel::ExecutionError) -> String {
+    match e {
+        cel::ExecutionError::NoSuchKey(k) => format!("no such key: {k}"),
+        cel::ExecutionError::IndexOutOfBounds(i) => format!("index out of bounds: {i:?}"),
+        cel::ExecutionError::DivisionByZero(_) => "division by zero".into(),
+        other => other.to_string(),
+    }
+}
