@@ -100,3 +100,35 @@ impl Envelope {
         Ok((enc, ct))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_documents_and_requires_every_field() {
+        // These descriptions are what `kubectl explain` shows for an envelope inside a CRD.
+        let schema = serde_json::to_value(schemars::schema_for!(Envelope)).unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+        let mut names: Vec<_> = properties.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["alg", "ct", "enc", "kid", "v"]);
+        for (name, property) in properties {
+            let text = property["description"].as_str().unwrap_or_default();
+            assert!(text.len() > 20, "{name} lacks a description");
+        }
+        let mut required: Vec<_> = schema["required"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        required.sort_unstable();
+        assert_eq!(required, names);
+        assert_eq!(schema["additionalProperties"], false);
+    }
+
+    #[test]
+    fn version_is_checked_before_algorithm() {
+        let envelope =
+            Envelope { v: 2, alg: "HPKE-Future".into(), kid: String::new(), enc: String::new(), ct: String::new() };
+        assert_eq!(envelope.validate().unwrap_err().reason(), "UnsupportedVersion");
+        let envelope = Envelope { v: 1, ..envelope };
+        assert_eq!(envelope.validate().unwrap_err().reason(), "UnsupportedAlgorithm");
+    }
+}

@@ -61,6 +61,12 @@ impl PublicKey {
         format!("{KEY_ID_PREFIX}{}", hex::encode(&digest[..8]))
     }
 
+    fn from_hpke(key: &<Kem as hpke::Kem>::PublicKey) -> Self {
+        let mut raw = [0u8; KEY_LEN];
+        raw.copy_from_slice(key.to_bytes().as_slice());
+        Self(raw)
+    }
+
     pub(crate) fn to_hpke(self) -> Result<<Kem as hpke::Kem>::PublicKey, SealError> {
         <Kem as hpke::Kem>::PublicKey::from_bytes(&self.0).map_err(|_| SealError::InvalidPublicKey)
     }
@@ -152,14 +158,6 @@ impl PrivateKey {
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PrivateKey([REDACTED] for {})", self.public_key().key_id())
-    }
-}
-
-impl PublicKey {
-    fn from_hpke(key: &<Kem as hpke::Kem>::PublicKey) -> Self {
-        let mut raw = [0u8; KEY_LEN];
-        raw.copy_from_slice(key.to_bytes().as_slice());
-        Self(raw)
     }
 }
 
