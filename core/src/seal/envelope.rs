@@ -32,16 +32,21 @@ const MAX_COMPACT_LEN: usize = 2 << 20;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Envelope {
     /// Envelope format version. Version 1 is the only one defined.
+    #[schemars(range(min = 1, max = 255))]
     pub v: u32,
     /// Cipher suite. Version 1 allows only `HPKE-X25519-SHA256-A256GCM` (RFC 9180 base mode,
     /// DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM).
+    #[schemars(length(min = 1, max = 64))]
     pub alg: String,
     /// Key id of the recipient key (`x25519:` followed by 16 hex digits of the SHA-256 of
     /// the public key). A reader holding another key reports "sealed to another key".
+    #[schemars(length(min = 1, max = 64))]
     pub kid: String,
     /// HPKE encapsulated key (the sender's ephemeral X25519 public key), standard base64.
+    #[schemars(length(min = 44, max = 44))]
     pub enc: String,
     /// AES-256-GCM ciphertext including the 16-byte tag, standard base64.
+    #[schemars(length(min = 24, max = 1400000))]
     pub ct: String,
 }
 
