@@ -26,6 +26,19 @@ check() { # crate, pattern, what
 check sb-agent "$db_crates" "database driver"
 check kubectl-sb "$db_crates" "database driver"
 check sb-core "$db_crates" "database driver"
-check sb-agent "$kube_client" "a Kubernetes client"
-check sb-core "$kube_client" "a Kubernetes client"
+check sb-agent "$kube_client" "Kubernetes client"
+check sb-core "$kube_client" "Kubernetes client"
+
+# One TLS stack: rustls 0.23 with the ring provider. A second provider (aws-lc-rs) leaves
+# rustls without a default and it panics on first use; OpenSSL or an old rustls means a
+# second TLS implementation in the binary.
+tls=$(cargo tree --workspace -e normal --prefix none --no-dedupe 2>/dev/null | sort -u |
+  grep -E '^(aws-lc-rs|aws-lc-sys|aws-lc-fips-sys|openssl|openssl-sys|native-tls) |^rustls v0\.(1|20|21|22)\.' || true)
+if [[ -n "$tls" ]]; then
+  echo "boundary violated: a second TLS implementation or crypto provider is linked:" >&2
+  sed 's/^/    /' <<<"$tls" >&2
+  fail=1
+else
+  echo "ok: one TLS stack (rustls 0.23 + ring)"
+fi
 exit $fail
