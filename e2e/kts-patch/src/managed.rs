@@ -147,7 +147,8 @@ pub fn server_side_apply(
     if live.is_some() && managers.is_empty() {
         // An object nobody tracked yet: its fields belong to a placeholder, as in the real
         // server, so a first apply cannot silently take over what others wrote.
-        let mut set = walk::field_set(&base, &schema).unwrap_or_default();
+        // The real server records it as an `Update` from an empty object.
+        let mut set = walk::compare(&json!({}), &base, &schema).changed();
         entries::strip_server_fields(&mut set);
         managers.push(Entry {
             manager: "before-first-apply".into(),

@@ -298,20 +298,23 @@ fn merge_list(lhs: &[Value], rhs: &[Value], kind: &ListKind, fields: &mut Vec<St
     let mut out = Vec::with_capacity(lhs.len().max(rhs.len()));
     let (mut li, mut ri) = (0, 0);
     while li < lhs.len() || ri < rhs.len() {
-        if li < lhs.len() && ri < rhs.len() {
-            if let (Some(a), Some(b)) = (&lpe[li], &rpe[ri]) {
-                if a == b {
-                    merged_r.insert(b);
-                    out.push(merge(Some(&lhs[li]), &rhs[ri], fields, s));
-                    li += 1;
-                    ri += 1;
-                    next_shared = shared.next();
-                    continue;
-                }
-                if robs.contains(a) && next_shared.is_some_and(|n| n != a) {
-                    li += 1;
-                    continue;
-                }
+        if li < lhs.len()
+            && ri < rhs.len()
+            && let (Some(a), Some(b)) = (&lpe[li], &rpe[ri])
+        {
+            if a == b {
+                merged_r.insert(b);
+                out.push(merge(Some(&lhs[li]), &rhs[ri], fields, s));
+                li += 1;
+                ri += 1;
+                next_shared = shared.next();
+                continue;
+            }
+            // A shared item, but not the next one the configuration wants: it is
+            // emitted when the configuration reaches it.
+            if robs.contains(a) && next_shared.is_some_and(|n| n != a) {
+                li += 1;
+                continue;
             }
         }
         if li < lhs.len() {
@@ -350,7 +353,7 @@ pub fn remove_path(v: &mut Value, path: &[PathElement]) -> bool {
     let Some((first, rest)) = path.split_first() else {
         return false;
     };
-    let removed = match (v, first) {
+    match (v, first) {
         (Value::Object(m), PathElement::Field(k)) => {
             if rest.is_empty() {
                 m.remove(k).is_some()
@@ -380,8 +383,7 @@ pub fn remove_path(v: &mut Value, path: &[PathElement]) -> bool {
             }
         }
         _ => false,
-    };
-    removed
+    }
 }
 
 fn is_empty_container(v: &Value) -> bool {
