@@ -18,6 +18,7 @@ pub mod handlers;
 pub mod kubeconfig;
 pub mod meta;
 pub mod openapi;
+pub mod protobuf;
 pub mod registry;
 pub mod selectors;
 pub mod server;

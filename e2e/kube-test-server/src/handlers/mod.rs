@@ -38,6 +38,15 @@ pub fn parse_body(ctx: &Ctx) -> ApiResult<Value> {
     if ctx.body.is_empty() {
         return Err(ApiError::bad_request("the body of the request is empty"));
     }
+    if crate::protobuf::is_protobuf(ctx.header("content-type")) {
+        return crate::protobuf::decode(&ctx.body).ok_or_else(|| {
+            ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+            )
+        });
+    }
     serde_json::from_slice(&ctx.body).or_else(|e| {
         if ctx.header("content-type").contains("yaml") {
             serde_yaml::from_slice(&ctx.body)
