@@ -115,8 +115,18 @@ pub(crate) fn get(map: &Map, key: &str) -> Option<Value> {
 }
 
 /// Copies `map` with `key` set to `value`.
-pub(crate) fn with(map: &Map, key: &str, value: Value) -> Value {
+pub(crate) fn with(map: &Map, key: &str, value: Value) -> Map {
     let mut m = (*map.map).clone();
     m.insert(Key::String(Arc::new(key.to_string())), value);
-    Value::Map(Map { map: Arc::new(m) })
+    Map { map: Arc::new(m) }
+}
+
+/// cel-go's wording for the common runtime errors, cel-rust's for the rest.
+pub(crate) fn error_text(e: &cel::ExecutionError) -> String {
+    match e {
+        cel::ExecutionError::NoSuchKey(k) => format!("no such key: {k}"),
+        cel::ExecutionError::IndexOutOfBounds(i) => format!("index out of bounds: {i:?}"),
+        cel::ExecutionError::DivisionByZero(_) => "division by zero".into(),
+        other => other.to_string(),
+    }
 }

@@ -35,7 +35,7 @@ pub fn rule_allows(attrs: &Attributes, rule: &Value) -> bool {
     });
     let names = strings(rule, "resourceNames");
     // resourceNames can never match a request without a name (list, create, ...).
-    let name_ok = names.is_empty() || names.iter().any(|n| *n == attrs.name);
+    let name_ok = names.is_empty() || names.contains(&attrs.name);
     verb_ok && group_ok && resource_ok && name_ok
 }
 

@@ -85,7 +85,7 @@ fn evaluate(node: &Node, rule: &Rule, value: &Value, old: Option<&Value>, path: 
     let outcome = match rule.program.execute(&ctx) {
         Ok(Cel::Bool(b)) => Ok(b),
         Ok(other) => Err(format!("rule did not evaluate to a bool but to {}", other.type_of())),
-        Err(e) => Err(error_text(&e)),
+        Err(e) => Err(cel_support::error_text(&e)),
     };
     match outcome {
         Ok(true) => None,
@@ -116,15 +116,5 @@ fn evaluate(node: &Node, rule: &Rule, value: &Value, old: Option<&Value>, path: 
                 _ => FieldError::invalid(&field, bad, &detail),
             })
         }
-    }
-}
-
-/// cel-go's wording for the common runtime errors, cel-rust's for the rest.
-pub(crate) fn error_text(e: &cel::ExecutionError) -> String {
-    match e {
-        cel::ExecutionError::NoSuchKey(k) => format!("no such key: {k}"),
-        cel::ExecutionError::IndexOutOfBounds(i) => format!("index out of bounds: {i:?}"),
-        cel::ExecutionError::DivisionByZero(_) => "division by zero".into(),
-        other => other.to_string(),
     }
 }
