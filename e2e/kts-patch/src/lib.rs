@@ -9,6 +9,7 @@
 mod entries;
 pub mod fieldpath;
 pub mod managed;
+mod merge;
 mod strategic;
 mod walk;
 

@@ -76,7 +76,7 @@ impl ApplyError {
                 .iter()
                 .map(|c| {
                     json!({
-                        "type": "FieldManagerConflict",
+                        "reason": "FieldManagerConflict",
                         "message": format!("conflict with {}", c.printed_manager),
                         "field": c.field,
                     })
@@ -129,6 +129,9 @@ pub fn server_side_apply(
     if applied.pointer("/metadata/managedFields").is_some_and(|v| !v.is_null()) {
         return Err(bad_request("metadata.managedFields must be nil"));
     }
+    if applied.get("kind").and_then(Value::as_str).is_none_or(str::is_empty) {
+        return Err(bad_request("Object 'Kind' is missing in the applied configuration"));
+    }
     let api_version = applied.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let live_version = live.and_then(|l| l.get("apiVersion")).and_then(Value::as_str);
     if api_version.is_empty() || live_version.is_some_and(|v| v != api_version) {
@@ -170,7 +173,7 @@ pub fn server_side_apply(
 
     let mine = |e: &Entry| e.is(manager, APPLY, subresource, api_version);
     let last_set = managers.iter().find(|e| mine(e)).map(|e| e.set.clone());
-    let mut merged = walk::merge(Some(&base), &config, &mut Vec::new(), &schema);
+    let mut merged = crate::merge::merge(Some(&base), &config, &mut Vec::new(), &schema);
 
     // Prune what this manager applied last time, left out now, and nobody else claims.
     if let Some(last) = &last_set {
@@ -180,7 +183,7 @@ pub fn server_side_apply(
         }
         for path in last {
             if !owned.contains(path) && !has_descendant(&owned, path) {
-                walk::remove_path(&mut merged, path);
+                crate::merge::remove_path(&mut merged, path);
             }
         }
     }

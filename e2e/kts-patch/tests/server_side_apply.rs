@@ -82,7 +82,7 @@ fn two_appliers_conflict_with_the_real_message_and_force_takes_ownership() {
     assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"mgr-a\": .spec.replicas");
     assert_eq!(
         err.status_causes(),
-        vec![json!({"type": "FieldManagerConflict", "message": "conflict with \"mgr-a\"",
+        vec![json!({"reason": "FieldManagerConflict", "message": "conflict with \"mgr-a\"",
                     "field": ".spec.replicas"})]
     );
     // Same value: shared ownership, no conflict.
