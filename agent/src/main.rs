@@ -1,14 +1,16 @@
 //! `sb-agent`: runs inside a target boundary and executes approved jobs.
 
 use clap::Parser;
+use std::process::ExitCode;
 
-/// Secrets Bridge agent: claims approved jobs from the operator over outbound HTTPS and
-/// executes them against the secret providers of its own boundary.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("sb-agent: the job loop is not built yet (see the agent issue)")
+fn main() -> ExitCode {
+    let cli = sb_agent::cli::Cli::parse();
+    match sb_agent::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line; no error carries a value.
+            eprintln!("sb-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

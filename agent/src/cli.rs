@@ -1,0 +1,60 @@
+//! Command-line flags. Credentials never come from flags (they would show in `ps`): the
+//! agent secret is read from `SB_AGENT_SECRET` or the identity file only.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Secrets Bridge agent: claims approved jobs from the operator over outbound HTTPS and
+/// executes them against the secret providers of its own boundary.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "sb-agent", version, about)]
+pub struct Cli {
+    /// Provider configuration file (YAML).
+    #[arg(long, env = "SB_AGENT_CONFIG", value_name = "FILE", required_unless_present = "print_sealing_key")]
+    pub config: Option<PathBuf>,
+
+    /// The operator-minted identity.json; used unless SB_AGENT_ID and SB_AGENT_SECRET are both set.
+    #[arg(long, env = "SB_IDENTITY_FILE", value_name = "FILE")]
+    pub identity_file: Option<PathBuf>,
+
+    /// Base URL of the operator's agent API (required with env credentials; overrides identity.json).
+    #[arg(long, env = "SB_OPERATOR_URL", value_name = "URL")]
+    pub operator_url: Option<String>,
+
+    /// PEM CA bundle for the operator's serving certificate (overrides identity.json).
+    #[arg(long, env = "SB_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Base64 SHA-256 of the operator certificate's SubjectPublicKeyInfo (overrides identity.json).
+    #[arg(long, env = "SB_SPKI_PIN", value_name = "BASE64")]
+    pub spki_pin: Option<String>,
+
+    /// Allow plain http, only to a 127.0.0.1 / ::1 operator URL. For local demos only.
+    #[arg(long)]
+    pub insecure_loopback: bool,
+
+    /// Address of the /healthz, /readyz and /metrics listener.
+    #[arg(long, env = "SB_HEALTH_ADDR", default_value = "127.0.0.1:9464")]
+    pub health_addr: SocketAddr,
+
+    /// Jobs run at the same time at most.
+    #[arg(long, env = "SB_MAX_CONCURRENT_JOBS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub max_concurrent_jobs: u32,
+
+    /// Long-poll wait of a claim, in seconds (at most 30).
+    #[arg(long, env = "SB_CLAIM_WAIT_SECONDS", default_value_t = 25, value_parser = clap::value_parser!(u32).range(0..=30))]
+    pub claim_wait_seconds: u32,
+
+    /// Heartbeat interval until the operator names one, in seconds.
+    #[arg(long, env = "SB_HEARTBEAT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub heartbeat_seconds: u32,
+
+    /// Seconds in-flight jobs may run on after SIGTERM before they are released.
+    #[arg(long, env = "SB_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u32,
+
+    /// Print the agent id and sealing public key as JSON, then exit.
+    #[arg(long)]
+    pub print_sealing_key: bool,
+}

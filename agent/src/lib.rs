@@ -1,0 +1,96 @@
+//! Secrets Bridge agent: claims approved jobs from the operator over outbound HTTPS and
+//! executes them against the secret providers of its own boundary (Vault/OpenBao KV v2, AWS
+//! Secrets Manager). See README.md for the configuration file and flags.
+
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod jobs;
+pub mod metrics;
+pub mod provider;
+pub mod runner;
+pub mod transport;
+
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs the agent as the binary does: parse nothing, just act on `cli`.
+pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    transport::install_crypto_provider();
+    // The identity is checked first: it is what an operator most often gets wrong.
+    let identity = identity::Identity::load(&cli)?;
+    if cli.print_sealing_key {
+        let keypair = identity.sealing_keypair();
+        let shown = serde_json::json!({
+            "agentId": identity.agent_id,
+            "sealingPublicKey": keypair.public.to_base64(),
+            "sealingKeyId": keypair.key_id(),
+        });
+        println!("{shown}");
+        return Ok(());
+    }
+    let config_path = cli.config.clone().context("--config / SB_AGENT_CONFIG is required")?;
+    let config = config::AgentConfig::load(&config_path)?;
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let client = transport::OperatorClient::new(&identity, cli.insecure_loopback)?;
+        let keypair = identity.sealing_keypair();
+        tracing::info!(
+            agent_id = %identity.agent_id,
+            identity = identity.source,
+            operator = %identity.operator_url,
+            sealing_key_id = %keypair.key_id(),
+            "starting"
+        );
+        let providers = provider::build_all(&config.providers).await.context("configuring providers")?;
+        let executor = jobs::Executor::new(identity.agent_id.clone(), keypair, providers, config.discovery_page_size);
+        let metrics = Arc::new(metrics::Metrics::new());
+        let health = metrics::serve(cli.health_addr, metrics.clone())
+            .await
+            .with_context(|| format!("listening on {}", cli.health_addr))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("termination signal received");
+            let _ = stop_tx.send(true);
+        });
+        let agent = runner::Agent {
+            client: Arc::new(client),
+            executor: Arc::new(executor),
+            metrics,
+            options: runner::LoopOptions {
+                max_concurrent_jobs: cli.max_concurrent_jobs,
+                claim_wait_seconds: cli.claim_wait_seconds,
+                heartbeat_interval: Duration::from_secs(u64::from(cli.heartbeat_seconds)),
+                shutdown_grace: Duration::from_secs(u64::from(cli.shutdown_grace_seconds)),
+            },
+        };
+        agent.run(stop_rx).await;
+        health.abort();
+        Ok(())
+    })
+}
+
+/// JSON logs on stdout, filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).try_init();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
