@@ -10,8 +10,6 @@ pub(crate) enum Bad<'a> {
     Json(&'a Value),
     /// Printed quoted, e.g. a schema type name such as `"object"`.
     Str(&'a str),
-    /// `field.OmitValueType{}`: only the error type, no value.
-    Omit,
 }
 
 impl FieldError {
@@ -70,7 +68,6 @@ fn with_detail(mut s: String, detail: &str) -> String {
 
 fn typed(kind: &str, value: Bad<'_>) -> String {
     match value {
-        Bad::Omit => kind.to_string(),
         Bad::Str(s) => format!("{kind}: {}", go_quote(s)),
         Bad::Json(v) => format!("{kind}: {}", go_scalar(v)),
     }
@@ -121,7 +118,7 @@ pub(crate) fn go_quote(s: &str) -> String {
 }
 
 /// One step of a field path; rendered two ways because the real server does so: OpenAPI
-/// (kube-openapi) errors say `spec.keys.0` / `spec.values.password`, CEL and list-type
+/// (kube-openapi) errors say `spec.keys[0]` / `spec.values.password`, CEL and list-type
 /// errors use `field.Path` and say `spec.keys[0]` / `spec.values[password]`.
 #[derive(Clone, Debug)]
 pub(crate) enum Seg {
@@ -131,14 +128,19 @@ pub(crate) enum Seg {
 }
 
 pub(crate) fn openapi_path(path: &[Seg]) -> String {
-    let parts: Vec<String> = path
-        .iter()
-        .map(|s| match s {
-            Seg::Field(f) | Seg::Key(f) => f.clone(),
-            Seg::Index(i) => i.to_string(),
-        })
-        .collect();
-    parts.join(".")
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Field(f) | Seg::Key(f) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(f);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
 }
 
 pub(crate) fn field_path(path: &[Seg]) -> String {

@@ -132,7 +132,13 @@ fn string(node: &Node, s: &str, value: &Value, w: &mut Walk<'_>) {
     if let Some(format) = &node.format
         && !format_ok(format, s)
     {
-        w.body(Bad::Json(value), &format!("must be of type {format}: {}", go_scalar(value)));
+        // kube-openapi reports a bad format as a type error (so it blocks CEL rules too).
+        let name = w.name();
+        w.errs.push(FieldError::type_invalid(
+            &name,
+            Bad::Json(value),
+            &format!("{name} in body must be of type {format}: {}", go_scalar(value)),
+        ));
     }
 }
 

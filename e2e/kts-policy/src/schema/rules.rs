@@ -107,7 +107,9 @@ fn evaluate(node: &Node, rule: &Rule, value: &Value, old: Option<&Value>, path: 
                     _ => None,
                 })
                 .unwrap_or_else(|| rule.message_or_default());
-            let bad = if matches!(node.ty.as_deref(), Some("object" | "array")) { Bad::Omit } else { Bad::Json(value) };
+            // Kubernetes up to 1.34 shows the schema type, not the value ("object",
+            // "string"); 1.35 changed this (kubernetes#133832).
+            let bad = Bad::Str(node.type_name());
             let field = field_path(&at);
             Some(match rule.reason.as_deref() {
                 Some("FieldValueForbidden") => FieldError::forbidden(&field, &detail),

@@ -161,7 +161,7 @@ fn minimum_maximum_format_and_map_values() {
         "Invalid value: 0: spec.ttlSeconds in body should be greater than or equal to 1"
     )));
     assert!(errs.contains(&err(
-        "FieldValueInvalid",
+        "FieldValueTypeInvalid",
         "spec.when",
         r#"Invalid value: "yesterday": spec.when in body must be of type date-time: "yesterday""#
     )));
@@ -216,7 +216,7 @@ fn immutable_spec_rule_only_applies_on_update() {
     // Update with a changed spec: refused.
     assert_eq!(
         s.validate(&obj(changed), Some(&old)),
-        vec![err("FieldValueInvalid", "spec", "Invalid value: spec is immutable")]
+        vec![err("FieldValueInvalid", "spec", r#"Invalid value: "object": spec is immutable"#)]
     );
     // Update with the same spec (e.g. a status change) passes.
     let mut same = old.clone();
@@ -332,14 +332,14 @@ properties:
     assert_eq!(
         errs,
         vec![
-            err("FieldValueInvalid", "spec", "Invalid value: bad items: oops"),
-            err("FieldValueInvalid", "spec.mode", "Invalid value: mode must be fast or slow"),
+            err("FieldValueInvalid", "spec", r#"Invalid value: "object": bad items: oops"#),
+            err("FieldValueInvalid", "spec.mode", r#"Invalid value: "object": mode must be fast or slow"#),
         ]
     );
     let long = json!({"spec": {"items": ["k-main", "k-1", "k-2", "k-3"]}});
     assert_eq!(
         s.validate(&long, None)[0].message,
-        "Invalid value: failed rule: size(self.items) <= 3 && self.items.map(i, size(i)).max() < 10"
+        r#"Invalid value: "object": failed rule: size(self.items) <= 3 && self.items.map(i, size(i)).max() < 10"#
     );
 }
 
@@ -357,5 +357,20 @@ fn runtime_errors_name_the_rule() {
             "spec",
             r#"Invalid value: "object": no such key: a evaluating rule: self.a == 'x'"#
         )]
+    );
+}
+
+#[test]
+fn list_items_are_addressed_with_brackets() {
+    let mut o = obj(valid_spec());
+    o["status"] = json!({"approvals": [{"approver": "bob"}, {"approver": 7}]});
+    let errs = schema().validate(&o, None);
+    assert_eq!(
+        errs[0],
+        err(
+            "FieldValueTypeInvalid",
+            "status.approvals[1].approver",
+            r#"Invalid value: "integer": status.approvals[1].approver in body must be of type string: "integer""#
+        )
     );
 }
