@@ -161,3 +161,43 @@ fn is_empty_container(v: &Value) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::managed::ListSemantics;
+    use serde_json::json;
+
+    struct Keyed;
+    impl ListSemantics for Keyed {
+        fn list_keys(&self, _path: &[String]) -> Option<Vec<String>> {
+            Some(vec!["name".into()])
+        }
+    }
+
+    fn names(v: &Value) -> Vec<&str> {
+        v["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn map_list_merge_keeps_live_only_items_and_follows_the_applied_order() {
+        let live = json!({"kind": "X", "items": [{"name": "a", "v": 1}, {"name": "b"}, {"name": "c"}]});
+        let cfg = json!({"items": [{"name": "c"}, {"name": "a", "v": 2}, {"name": "d"}]});
+        let s = Schema::for_object(&live, &Keyed);
+        let out = merge(Some(&live), &cfg, &mut Vec::new(), &s);
+        assert_eq!(names(&out), ["b", "c", "a", "d"]);
+        assert_eq!(out["items"][2]["v"], 2);
+    }
+
+    #[test]
+    fn removing_the_last_field_drops_the_emptied_parents() {
+        let mut v = json!({"metadata": {"labels": {"a": "1"}, "name": "n"}});
+        let path = crate::fieldpath::field_path(&["metadata", "labels", "a"]);
+        assert!(remove_path(&mut v, &path));
+        assert_eq!(v, json!({"metadata": {"name": "n"}}));
+        let item = vec![PathElement::Field("items".into()), PathElement::Key(vec![("name".into(), "\"x\"".into())])];
+        let mut l = json!({"items": [{"name": "x"}, {"name": "y"}]});
+        assert!(remove_path(&mut l, &item));
+        assert_eq!(l, json!({"items": [{"name": "y"}]}));
+    }
+}

@@ -145,3 +145,13 @@ fn strategic_bad_directive_is_rejected() {
     let err = strategic_merge_patch(&secret(), &json!({"metadata": {"ownerReferences": [{"name": "no-uid"}]}}));
     assert!(matches!(err, Err(PatchError::BadRequest(m)) if m.contains("merge key: uid")));
 }
+
+#[test]
+fn strategic_set_element_order_on_a_primitive_list() {
+    let out = strategic_merge_patch(
+        &secret(),
+        &json!({"metadata": {"$setElementOrder/finalizers": ["z", "x"], "finalizers": ["z"]}}),
+    )
+    .unwrap();
+    assert_eq!(out["metadata"]["finalizers"], json!(["z", "x"]));
+}

@@ -244,3 +244,29 @@ fn untracked_objects_belong_to_before_first_apply() {
         "Apply failed with 1 conflict: conflict with \"before-first-apply\" using example.com/v1: .spec.replicas"
     );
 }
+
+#[test]
+fn client_sent_managed_fields_are_honoured_and_empty_entry_resets() {
+    let obj = apply(None, &widget(json!({"replicas": 2})), "kubectl", false).unwrap();
+    // kubectl's client-side-apply migration rewrites managedFields with a JSON patch.
+    let mut migrated = obj.clone();
+    migrated["metadata"]["managedFields"][0]["manager"] = json!("renamed");
+    record_update(Some(&obj), &mut migrated, "kubectl", None);
+    assert_eq!(managers(&migrated), ["renamed"]);
+
+    let mut reset = obj.clone();
+    reset["metadata"]["managedFields"] = json!([{}]);
+    record_update(Some(&obj), &mut reset, "kubectl", None);
+    assert!(reset["metadata"].get("managedFields").is_none(), "{reset:#}");
+}
+
+#[test]
+fn strategic_patch_by_client_side_apply_records_an_update_entry() {
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
+    let mut created = cm.clone();
+    record_update(None, &mut created, "kubectl-client-side-apply", None);
+    let mut patched = kts_patch::strategic_merge_patch(&created, &json!({"data": {"b": "2"}})).unwrap();
+    record_update(Some(&created), &mut patched, "kubectl-edit", None);
+    assert_eq!(entry(&patched, "kubectl-edit")["fieldsV1"], json!({"f:data": {"f:b": {}}}));
+    assert_eq!(entry(&patched, "kubectl-client-side-apply")["fieldsV1"], json!({"f:data": {".": {}, "f:a": {}}}));
+}
