@@ -59,10 +59,9 @@ pub fn json_patch(target: &Value, ops: &Value) -> Result<Value, PatchError> {
                 json_patch::PatchOperation::Test(_) => "test",
             })
             .unwrap_or("unknown");
+        // A `test` on a missing path fails the test, as in evanphx/json-patch.
         return Err(match e.kind {
-            json_patch::PatchErrorKind::TestFailed => {
-                PatchError::TestFailed(format!("testing value {path} failed: test failed"))
-            }
+            _ if op == "test" => PatchError::TestFailed(format!("testing value {path} failed: test failed")),
             _ => PatchError::Invalid(format!(
                 "{op} operation does not apply: doc is missing path: {path:?}: missing value"
             )),

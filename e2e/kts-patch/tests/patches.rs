@@ -40,6 +40,8 @@ fn json_patch_applies_ops_and_reports_failures() {
 
     let failed = json_patch(&secret(), &json!([{"op": "test", "path": "/type", "value": "x"}]));
     assert_eq!(failed, Err(PatchError::TestFailed("testing value /type failed: test failed".into())));
+    let absent = json_patch(&secret(), &json!([{"op": "test", "path": "/nope", "value": 1}]));
+    assert!(matches!(absent, Err(PatchError::TestFailed(_))));
     let missing = json_patch(&secret(), &json!([{"op": "remove", "path": "/nope"}])).unwrap_err();
     assert!(matches!(&missing, PatchError::Invalid(m) if m.contains("/nope")), "{missing}");
     let malformed = json_patch(&secret(), &json!([{"op": "frobnicate", "path": "/a"}]));
