@@ -76,6 +76,11 @@ fn options(ctx: &Ctx) -> Value {
     o
 }
 
+/// kube-rs sends `dryRun` inside the DeleteOptions body, kubectl as a query parameter.
+fn dry_run(opts: &Value) -> bool {
+    opts["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"))
+}
+
 pub fn delete(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> {
     let opts = options(ctx);
     let mut inner = app.lock();
@@ -101,8 +106,9 @@ pub fn delete(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response
             ),
         ));
     }
-    admit(&inner, ctx, rr, "DELETE", &rr.name, None, Some(&obj), ctx.dry_run())?;
-    if ctx.dry_run() {
+    let dry = dry_run(&opts);
+    admit(&inner, ctx, rr, "DELETE", &rr.name, None, Some(&obj), dry)?;
+    if dry {
         return Ok(json_response(StatusCode::OK, &for_version(obj, rr)));
     }
     let policy = opts["propagationPolicy"].as_str().unwrap_or("Background").to_string();
@@ -129,8 +135,8 @@ pub fn delete_collection(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResu
         .collect();
     let mut items = Vec::new();
     for (k, o) in victims {
-        admit(&inner, ctx, rr, "DELETE", &k.name, None, Some(&o), ctx.dry_run())?;
-        if ctx.dry_run() {
+        admit(&inner, ctx, rr, "DELETE", &k.name, None, Some(&o), dry_run(&opts))?;
+        if dry_run(&opts) {
             items.push(for_version(o, rr));
             continue;
         }
