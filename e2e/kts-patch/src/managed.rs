@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 ///
 /// ObjectMeta's lists (`finalizers` a set, `ownerReferences` a map keyed by `uid`) and the
 /// lists of the built-in kinds this crate knows (Namespace, ServiceAccount, CRD, admission
-/// policies) are handled before
-/// this is asked.
+/// policies) are handled before this is asked.
 pub trait ListSemantics {
     /// `path` is the JSON path of the list, e.g. `["status", "conditions"]`; list items add
     /// no segment (`["spec", "containers", "ports"]`).
