@@ -102,6 +102,8 @@ impl LabelSelector {
                 Requirement { key: k.into(), op: Op::Gt(v.parse().map_err(|_| err())?) }
             } else if let Some((k, v)) = compact.split_once('<') {
                 Requirement { key: k.into(), op: Op::Lt(v.parse().map_err(|_| err())?) }
+            } else if part.contains(char::is_whitespace) {
+                return Err(err());
             } else {
                 Requirement { key: compact.clone(), op: Op::Exists }
             };
