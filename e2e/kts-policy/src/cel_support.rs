@@ -130,3 +130,38 @@ pub(crate) fn error_text(e: &cel::ExecutionError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{compile, context, to_cel};
+    use serde_json::json;
+
+    /// Every function the README promises evaluates to true here.
+    #[test]
+    fn documented_cel_subset_works() {
+        let mut ctx = context();
+        ctx.add_variable_from_value("o", to_cel(&json!({"a": [3, 1, 2], "s": "Hello", "n": null})));
+        for src in [
+            "has(o.a) && !has(o.b)",
+            "o.a.all(x, x > 0) && o.a.exists(x, x == 2) && o.a.exists_one(x, x == 3)",
+            "o.a.map(x, x * 2) == [6, 2, 4] && o.a.filter(x, x > 1) == [3, 2]",
+            "size(o.a) == 3 && 2 in o.a && (o.s == 'Hello' ? true : false)",
+            "o.?b.orValue(5) == 5 && !o.?b.hasValue()",
+            "int('5') == 5 && string(5) == '5' && double(1) == 1.0 && bytes('a') == b'a' && type(1) == int",
+            "timestamp('2026-01-02T00:00:00Z') - timestamp('2026-01-01T00:00:00Z') == duration('24h')",
+            "o.s.matches('^H') && o.s.startsWith('He') && o.s.endsWith('lo') && o.s.contains('ell')",
+            "o.s.lowerAscii() == 'hello' && o.s.upperAscii() == 'HELLO' && ' x '.trim() == 'x'",
+            "'a,b'.split(',') == ['a', 'b'] && ['a', 'b'].join('-') == 'a-b' && o.s.replace('l', 'L') == 'HeLLo'",
+            "o.s.substring(1, 3) == 'el' && o.s.indexOf('l') == 2 && o.s.lastIndexOf('l') == 3 && o.s.charAt(0) == 'H'",
+            "'%s=%d'.format(['a', 1]) == 'a=1' && 'ab'.reverse() == 'ba'",
+            "o.a.slice(0, 2) == [3, 1] && [[1], [2]].flatten() == [1, 2] && [1, 1].distinct() == [1] && o.a.sort() == [1, 2, 3]",
+            "o.a.sortBy(x, -x) == [3, 2, 1] && lists.range(3) == [0, 1, 2]",
+            "math.greatest(1, 5, 3) == 5 && math.least(o.a) == 1 && math.abs(-2) == 2",
+            "[1, 2, 3].isSorted() && !o.a.isSorted() && o.a.sum() == 6 && o.a.min() == 1 && o.a.max() == 3",
+            "o.n == null",
+        ] {
+            let program = compile(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+            assert_eq!(program.execute(&ctx), Ok(cel::Value::Bool(true)), "{src}");
+        }
+    }
+}

@@ -96,8 +96,20 @@ pub(crate) fn compile(schema: &Value, path: &str, value_validation: bool, errs: 
     if !schema.is_object() {
         errs.push(FieldError::invalid(path, Bad::Json(schema), "must be a schema object"));
     }
-    if ty.is_none() && !int_or_string && !preserve_unknown && !value_validation {
-        errs.push(FieldError::required(&child("type"), "must not be empty for specified object fields"));
+    if ty.is_none()
+        && !int_or_string
+        && !preserve_unknown
+        && !value_validation
+        && !flag(schema, "x-kubernetes-embedded-resource")
+    {
+        let detail = if path.is_empty() {
+            "must not be empty at the root"
+        } else if path.ends_with("items") {
+            "must not be empty for specified array items"
+        } else {
+            "must not be empty for specified object fields"
+        };
+        errs.push(FieldError::required(&child("type"), detail));
     }
     if let Some(t) = &ty
         && !["object", "array", "string", "integer", "number", "boolean"].contains(&t.as_str())

@@ -6,10 +6,14 @@ use super::node::{Node, Rule};
 use crate::FieldError;
 use crate::cel_support::{self, to_cel};
 use crate::field::{Bad, Seg, field_path};
+use base64::Engine;
 use cel::Value as Cel;
 use cel::common::types::CelOptional;
 use cel::common::value::Val;
+use cel::objects::{Key, Map as CelMap};
 use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 pub(crate) fn check(
     node: &Node,
@@ -68,18 +72,18 @@ pub(crate) fn check(
 
 fn evaluate(node: &Node, rule: &Rule, value: &Value, old: Option<&Value>, path: &[Seg]) -> Option<FieldError> {
     let mut ctx = cel_support::context();
-    ctx.add_variable_from_value("self", to_cel(value));
+    ctx.add_variable_from_value("self", typed(node, value));
     if rule.optional_old_self {
         let opt = match old {
             Some(o) => {
-                let boxed: Box<dyn Val> = to_cel(o).try_into().ok()?;
+                let boxed: Box<dyn Val> = typed(node, o).try_into().ok()?;
                 CelOptional::of(boxed)
             }
             None => CelOptional::none(),
         };
         ctx.add_variable_as_val("oldSelf", Box::new(opt));
     } else if let Some(o) = old {
-        ctx.add_variable_from_value("oldSelf", to_cel(o));
+        ctx.add_variable_from_value("oldSelf", typed(node, o));
     }
     let here = field_path(path);
     let outcome = match rule.program.execute(&ctx) {
@@ -118,5 +122,38 @@ fn evaluate(node: &Node, rule: &Rule, value: &Value, old: Option<&Value>, path: 
                 _ => FieldError::invalid(&field, bad, &detail),
             })
         }
+    }
+}
+
+/// JSON → CEL following the schema, as the real server types values: strings with
+/// `format: date-time` are timestamps and `format: byte` are bytes.
+fn typed(node: &Node, value: &Value) -> Cel {
+    match value {
+        Value::String(s) => match node.format.as_deref() {
+            Some("date-time") => {
+                chrono::DateTime::parse_from_rfc3339(s).map(Cel::Timestamp).unwrap_or_else(|_| to_cel(value))
+            }
+            Some("byte") => base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map(|b| Cel::Bytes(Arc::new(b)))
+                .unwrap_or_else(|_| to_cel(value)),
+            _ => to_cel(value),
+        },
+        Value::Array(items) => match &node.items {
+            Some(item) => Cel::List(Arc::new(items.iter().map(|v| typed(item, v)).collect())),
+            None => to_cel(value),
+        },
+        Value::Object(map) => {
+            let entries: HashMap<Key, Cel> = map
+                .iter()
+                .map(|(k, v)| {
+                    let child = node.properties.get(k).or(node.additional.as_deref());
+                    let converted = child.map_or_else(|| to_cel(v), |c| typed(c, v));
+                    (Key::String(Arc::new(k.clone())), converted)
+                })
+                .collect();
+            Cel::Map(CelMap { map: Arc::new(entries) })
+        }
+        _ => to_cel(value),
     }
 }

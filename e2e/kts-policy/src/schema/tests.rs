@@ -374,3 +374,35 @@ fn list_items_are_addressed_with_brackets() {
         )
     );
 }
+
+#[test]
+fn date_time_fields_are_timestamps_and_optional_old_self_works() {
+    let s: Value = serde_yaml::from_str(
+        r#"
+type: object
+properties:
+  spec:
+    type: object
+    x-kubernetes-validations:
+      - rule: "self.notAfter - self.notBefore <= duration('24h')"
+        message: validity may not exceed a day
+      - rule: "!oldSelf.hasValue() || oldSelf.value().owner == self.owner"
+        optionalOldSelf: true
+        message: owner is immutable
+    properties:
+      owner: {type: string}
+      notBefore: {type: string, format: date-time}
+      notAfter: {type: string, format: date-time}
+"#,
+    )
+    .unwrap();
+    let s = CrdSchema::new(&s).unwrap();
+    let day = json!({"spec": {"owner": "a", "notBefore": "2026-01-01T00:00:00Z", "notAfter": "2026-01-02T00:00:00Z"}});
+    assert_eq!(s.validate(&day, None), vec![]);
+    let mut long = day.clone();
+    long["spec"]["notAfter"] = json!("2026-01-03T00:00:00Z");
+    assert_eq!(s.validate(&long, None)[0].message, r#"Invalid value: "object": validity may not exceed a day"#);
+    let mut other_owner = day.clone();
+    other_owner["spec"]["owner"] = json!("b");
+    assert_eq!(s.validate(&other_owner, Some(&day))[0].message, r#"Invalid value: "object": owner is immutable"#);
+}
