@@ -136,14 +136,18 @@ pub struct AwsConfig {
     pub static_credentials: Option<AwsStaticCredentials>,
 }
 
-/// Static AWS credentials; the secret key comes from an environment variable.
+/// Static AWS credentials; the secret key comes from an environment variable or a file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsStaticCredentials {
     /// Access key id.
     pub access_key_id: String,
     /// Environment variable holding the secret access key.
-    pub secret_access_key_env: String,
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// File holding the secret access key.
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
 }
 
 impl AgentConfig {

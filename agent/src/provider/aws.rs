@@ -37,9 +37,18 @@ impl AwsSecretsManager {
             loader = loader.endpoint_url(endpoint);
         }
         if let Some(creds) = &config.static_credentials {
-            let secret = std::env::var(&creds.secret_access_key_env).map_err(|_| {
-                ProviderError::Config(format!("aws: environment variable {} is not set", creds.secret_access_key_env))
-            })?;
+            let secret = match (&creds.secret_access_key_env, &creds.secret_access_key_file) {
+                (Some(var), _) => std::env::var(var)
+                    .map_err(|_| ProviderError::Config(format!("aws: environment variable {var} is not set")))?,
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|e| ProviderError::Config(format!("aws: cannot read {}: {e}", path.display())))?,
+                (None, None) => {
+                    return Err(ProviderError::Config(
+                        "aws: staticCredentials needs secretAccessKeyEnv or secretAccessKeyFile".into(),
+                    ));
+                }
+            };
             loader = loader.credentials_provider(aws_credential_types::Credentials::new(
                 &creds.access_key_id,
                 secret,
