@@ -1,6 +1,10 @@
 //! Command-line interface of `sb-operator`.
 
-use clap::{Parser, Subcommand};
+mod commands;
+
+use crate::kms::KeyManagerConfig;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Secrets Bridge operator: the control plane that decides, records and relays secret
@@ -23,6 +27,162 @@ pub enum Command {
         #[arg(long, default_value = "crds")]
         out: PathBuf,
     },
+    /// Serve the agent API (TLS) and /metrics + /healthz.
+    ///
+    /// Example: sb-operator serve --database-url /var/lib/sb/store.db --tls-dir /etc/sb/tls
+    Serve(ServeArgs),
+    /// Inspect the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Manage agent credentials by hand (the AgentRegistration controller does this in a
+    /// cluster).
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; exits non-zero and names the first broken event when the
+    /// log was edited.
+    ///
+    /// Example: sb-operator audit verify --database-url postgres://sb@db/sb
+    Verify {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Mint a fresh secret for an agent and write its identity.json (the previous secret
+    /// keeps working for the grace period).
+    ///
+    /// Example: sb-operator agent identity --agent-id edge --endpoint https://127.0.0.1:8443 --out identity.json
+    Identity {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        kms: KmsArgs,
+        /// The agent's id (its AgentRegistration name).
+        #[arg(long)]
+        agent_id: String,
+        /// The operator's agent API URL as agents reach it.
+        #[arg(long)]
+        endpoint: String,
+        /// Directory with tls.crt, tls.key and ca.crt (generated there when missing).
+        #[arg(long, default_value = "tls")]
+        tls_dir: PathBuf,
+        /// Names for a generated serving certificate.
+        #[arg(long = "tls-name", default_values_t = default_tls_names())]
+        tls_names: Vec<String>,
+        /// How long the previous secret stays valid.
+        #[arg(long, default_value_t = 3600)]
+        grace_seconds: u64,
+        /// Where to write identity.json (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Which database.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// A SQLite file path (created when missing) or a `postgres://` URL.
+    #[arg(long, env = "SB_DATABASE_URL", default_value = "sb-operator.db")]
+    pub database_url: String,
+}
+
+/// Which key manager wraps the data keys of encrypted columns.
+#[derive(Args, Debug, Clone)]
+pub struct KmsArgs {
+    #[arg(long, value_enum, env = "SB_KMS", default_value_t = KmsKind::Local)]
+    pub kms: KmsKind,
+    /// Key file of the `local` key manager (32 bytes; created 0600 when missing).
+    #[arg(long, env = "SB_KMS_KEY_FILE", default_value = "sb-operator.kek")]
+    pub kms_key_file: PathBuf,
+    /// OpenBao/Vault address for `vault-transit`.
+    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
+    pub vault_addr: String,
+    /// OpenBao/Vault token for `vault-transit`.
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, default_value = "")]
+    pub vault_token: String,
+    /// Transit mount.
+    #[arg(long, default_value = "transit")]
+    pub transit_mount: String,
+    /// Transit key name (created derived when missing).
+    #[arg(long, default_value = "sb-operator")]
+    pub transit_key: String,
+    /// KMS key id or ARN for `aws-kms`.
+    #[arg(long, env = "SB_AWS_KMS_KEY_ID", default_value = "")]
+    pub aws_kms_key_id: String,
+    /// AWS region for `aws-kms`.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+    /// Override the KMS endpoint (moto, LocalStack, a VPC endpoint).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KmsKind {
+    Local,
+    VaultTransit,
+    AwsKms,
+}
+
+impl KmsArgs {
+    pub fn config(&self) -> KeyManagerConfig {
+        match self.kms {
+            KmsKind::Local => KeyManagerConfig::Local { key_file: self.kms_key_file.clone() },
+            KmsKind::VaultTransit => KeyManagerConfig::VaultTransit {
+                addr: self.vault_addr.clone(),
+                token: self.vault_token.clone(),
+                mount: self.transit_mount.clone(),
+                key: self.transit_key.clone(),
+            },
+            KmsKind::AwsKms => KeyManagerConfig::AwsKms {
+                key_id: self.aws_kms_key_id.clone(),
+                region: self.aws_region.clone(),
+                endpoint: self.aws_endpoint_url.clone(),
+            },
+        }
+    }
+}
+
+/// `sb-operator serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub kms: KmsArgs,
+    /// Agent API address (TLS).
+    #[arg(long, env = "SB_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// /metrics and /healthz address (plain HTTP).
+    #[arg(long, env = "SB_OPS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub ops_listen: SocketAddr,
+    /// Directory with tls.crt, tls.key and ca.crt (a cert-manager Secret mount); a CA and
+    /// certificate are generated there when the files are missing.
+    #[arg(long, env = "SB_TLS_DIR", default_value = "tls")]
+    pub tls_dir: PathBuf,
+    /// DNS names / IPs of a generated serving certificate.
+    #[arg(long = "tls-name", default_values_t = default_tls_names())]
+    pub tls_names: Vec<String>,
+    /// Seconds a claimed job stays leased before another claim may take it.
+    #[arg(long, default_value_t = 120)]
+    pub lease_seconds: u64,
+    /// Largest accepted request body in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+}
+
+fn default_tls_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
 }
 
 /// Runs the parsed command.
@@ -34,5 +194,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Serve(args) => runtime()?.block_on(commands::serve(args)),
+        Command::Audit { command: AuditCommand::Verify { database } } => {
+            runtime()?.block_on(commands::audit_verify(database))
+        }
+        Command::Agent { command } => runtime()?.block_on(commands::agent(command)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }

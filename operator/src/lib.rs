@@ -1,5 +1,10 @@
 //! Secrets Bridge control plane.
 
+pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod crdgen;
+pub mod kms;
 pub mod policy;
+pub mod store;
+pub mod tls;

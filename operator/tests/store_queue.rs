@@ -1,0 +1,241 @@
+//! The job queue on SQLite and PostgreSQL: idempotent enqueue, exclusive claims under
+//! concurrency, lease expiry, completion rules and the one-time result hand-off.
+
+mod common;
+
+use common::{Flavor, TestDb, audit_count, read_job, short_leases};
+use sb_core::protocol::{CompleteRequest, JobFailure, JobOutcome, JobResult};
+use sb_operator::store::{JobState, StoreError, StoreOptions};
+use sqlx::Row;
+use std::collections::HashSet;
+use std::time::Duration;
+
+fn patch_done() -> JobOutcome {
+    JobOutcome::Succeeded(JobResult::Patch { provider_version: "7".into() })
+}
+
+fn read_done() -> JobOutcome {
+    JobOutcome::Succeeded(JobResult::Read {
+        deliveries: Default::default(),
+        missing_keys: vec!["password".into()],
+        provider_version: Some("3".into()),
+    })
+}
+
+async fn enqueue_is_idempotent_per_object_generation(flavor: Flavor) {
+    let db = TestDb::new(flavor).await;
+    let store = db.store(StoreOptions::default()).await;
+    let first = store.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
+    let again = store.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
+    let next_generation = store.enqueue_job("operator", read_job("edge", "uid-1", 2)).await.unwrap();
+    assert!(first.created);
+    assert!(!again.created, "a second enqueue of the same generation creates nothing");
+    assert_eq!(again.job_id, first.job_id);
+    assert!(next_generation.created);
+    assert_ne!(next_generation.job_id, first.job_id);
+    let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM jobs").fetch_one(store.pool()).await.unwrap().get("n");
+    assert_eq!(count, 2);
+    // Only the two real enqueues are audited.
+    assert_eq!(audit_count(&store).await, 2);
+    let status = store.job_state(&first.job_id).await.unwrap().unwrap();
+    assert_eq!(status.state, JobState::Queued);
+    assert_eq!(status.object.uid, "uid-1");
+}
+
+async fn concurrent_claimers_never_share_a_job(flavor: Flavor) {
+    let db = TestDb::new(flavor).await;
+    let store = db.store(StoreOptions::default()).await;
+    const JOBS: usize = 40;
+    for i in 0..JOBS {
+        store.enqueue_job("operator", read_job("edge", &format!("uid-{i}"), 1)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let jobs = store.claim_jobs("edge", 3, Duration::ZERO).await.unwrap();
+                if jobs.is_empty() {
+                    return mine;
+                }
+                mine.extend(jobs.into_iter().map(|j| j.job_id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for task in tasks {
+        for id in task.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(id.clone()), "job {id} was handed to two claimers");
+        }
+    }
+    assert_eq!(total, JOBS, "every job was claimed exactly once");
+    // Another agent's claim sees none of them.
+    assert!(store.claim_jobs("other", 16, Duration::ZERO).await.unwrap().is_empty());
+}
+
+async fn an_expired_lease_is_reclaimed_and_the_old_lease_is_refused(flavor: Flavor) {
+    let db = TestDb::new(flavor).await;
+    let store = db.store(short_leases()).await;
+    let job = store.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
+    let first = store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().remove(0);
+    assert_eq!(first.attempt, 1);
+    assert!(store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().is_empty(), "a live lease is not re-claimed");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().remove(0);
+    assert_eq!(second.job_id, job.job_id);
+    assert_eq!(second.attempt, 2);
+    assert_ne!(second.lease_token, first.lease_token);
+
+    let stale = CompleteRequest { lease_token: first.lease_token.clone(), outcome: read_done() };
+    let err = store.complete_job("edge", &job.job_id, &stale).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleLease), "{err:?}");
+    assert_eq!(store.job_state(&job.job_id).await.unwrap().unwrap().state, JobState::Leased);
+
+    let fresh = CompleteRequest { lease_token: second.lease_token.clone(), outcome: read_done() };
+    let mut completions = store.subscribe_completions();
+    let done = store.complete_job("edge", &job.job_id, &fresh).await.unwrap();
+    assert!(!done.duplicate);
+    let event = completions.recv().await.unwrap();
+    assert_eq!((event.job_id.as_str(), event.state), (job.job_id.as_str(), JobState::Succeeded));
+    let retry = store.complete_job("edge", &job.job_id, &fresh).await.unwrap();
+    assert!(retry.duplicate, "the same completion twice is an idempotent retry");
+    let late = store.complete_job("edge", &job.job_id, &stale).await.unwrap_err();
+    assert!(matches!(late, StoreError::AlreadyCompleted), "{late:?}");
+
+    let status = store.job_state(&job.job_id).await.unwrap().unwrap();
+    assert_eq!(status.state, JobState::Succeeded);
+    assert_eq!(status.attempts, 2);
+    assert!(status.has_result);
+}
+
+async fn results_are_encrypted_and_deleted_after_the_hand_off(flavor: Flavor) {
+    let db = TestDb::new(flavor).await;
+    let store = db.store(StoreOptions::default()).await;
+    let job = store.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
+    let raw: Vec<u8> = sqlx::query("SELECT payload FROM jobs").fetch_one(store.pool()).await.unwrap().get("payload");
+    assert!(!raw.windows(9).any(|w| w == b"team-a/db"), "the payload is stored encrypted");
+
+    let claimed = store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().remove(0);
+    let failure = JobOutcome::Failed(JobFailure {
+        reason: "NotFound".into(),
+        message: "no such secret".into(),
+        retryable: false,
+    });
+    store
+        .complete_job(
+            "edge",
+            &job.job_id,
+            &CompleteRequest { lease_token: claimed.lease_token, outcome: failure.clone() },
+        )
+        .await
+        .unwrap();
+
+    let status = store.job_state(&job.job_id).await.unwrap().unwrap();
+    assert_eq!((status.state, status.outcome_reason.as_deref()), (JobState::Failed, Some("NotFound")));
+    assert_eq!(store.take_result("operator", &job.job_id).await.unwrap(), Some(failure));
+    assert_eq!(store.take_result("operator", &job.job_id).await.unwrap(), None, "a result is handed off once");
+    let row =
+        sqlx::query("SELECT payload, payload_key, result, result_key FROM jobs").fetch_one(store.pool()).await.unwrap();
+    for column in ["payload", "payload_key", "result", "result_key"] {
+        assert_eq!(row.get::<Option<Vec<u8>>, _>(column), None, "{column} is gone after the hand-off");
+    }
+    assert!(!store.job_state(&job.job_id).await.unwrap().unwrap().has_result);
+}
+
+async fn refusals_change_nothing(flavor: Flavor) {
+    let db = TestDb::new(flavor).await;
+    let store = db.store(StoreOptions::default()).await;
+    let job = store.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
+    let claimed = store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().remove(0);
+    let events = audit_count(&store).await;
+    let wrong_agent = store
+        .complete_job(
+            "other",
+            &job.job_id,
+            &CompleteRequest { lease_token: claimed.lease_token.clone(), outcome: read_done() },
+        )
+        .await;
+    assert!(matches!(wrong_agent, Err(StoreError::Forbidden)), "{wrong_agent:?}");
+    let wrong_kind = store
+        .complete_job(
+            "edge",
+            &job.job_id,
+            &CompleteRequest { lease_token: claimed.lease_token.clone(), outcome: patch_done() },
+        )
+        .await;
+    assert!(matches!(wrong_kind, Err(StoreError::InvalidOutcome(_))), "{wrong_kind:?}");
+    let missing = store
+        .complete_job(
+            "edge",
+            "no-such-job",
+            &CompleteRequest { lease_token: claimed.lease_token, outcome: read_done() },
+        )
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    assert_eq!(store.job_state(&job.job_id).await.unwrap().unwrap().state, JobState::Leased);
+    assert_eq!(audit_count(&store).await, events, "refusals write no audit rows");
+}
+
+async fn a_waiting_claim_wakes_when_a_job_is_queued(flavor: Flavor) {
+    let db = TestDb::new(flavor).await;
+    let store = db.store(StoreOptions::default()).await;
+    // On PostgreSQL the job comes from another store (another replica): the wake-up travels
+    // through LISTEN/NOTIFY.
+    let producer = match flavor {
+        Flavor::Sqlite => store.clone(),
+        Flavor::Postgres => db.store(StoreOptions::default()).await,
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the listener subscribe
+    let waiter = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let jobs = store.claim_jobs("edge", 1, Duration::from_secs(20)).await.unwrap();
+            (jobs, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let job = producer.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
+    let (jobs, waited) = tokio::time::timeout(Duration::from_secs(15), waiter).await.expect("claim returned").unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job_id, job.job_id);
+    assert!(
+        waited < Duration::from_secs(10),
+        "the claim answered when the job arrived, not at its deadline ({waited:?})"
+    );
+}
+
+async fn agent_secrets_rotate_with_a_grace_period(flavor: Flavor) {
+    let db = TestDb::new(flavor).await;
+    let store = db.store(StoreOptions::default()).await;
+    store.set_agent_secret("operator", "edge", "first-secret", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(store.authenticate_agent("first-secret").await.unwrap().as_deref(), Some("edge"));
+    assert_eq!(store.authenticate_agent("wrong").await.unwrap(), None);
+    store.set_agent_secret("operator", "edge", "second-secret", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(store.authenticate_agent("second-secret").await.unwrap().as_deref(), Some("edge"));
+    assert_eq!(
+        store.authenticate_agent("first-secret").await.unwrap().as_deref(),
+        Some("edge"),
+        "previous secret during grace"
+    );
+    store.set_agent_secret("operator", "edge", "third-secret", Duration::ZERO).await.unwrap();
+    assert_eq!(store.authenticate_agent("second-secret").await.unwrap(), None, "grace over");
+    assert_eq!(store.authenticate_agent("first-secret").await.unwrap(), None);
+    let stored: Vec<u8> =
+        sqlx::query("SELECT secret_hash FROM agents").fetch_one(store.pool()).await.unwrap().get("secret_hash");
+    assert_eq!(stored.len(), 32, "only a hash is stored");
+    assert!(!stored.windows(5).any(|w| w == b"third"));
+}
+
+on_both_databases!(
+    enqueue_is_idempotent_per_object_generation,
+    concurrent_claimers_never_share_a_job,
+    an_expired_lease_is_reclaimed_and_the_old_lease_is_refused,
+    results_are_encrypted_and_deleted_after_the_hand_off,
+    refusals_change_nothing,
+    a_waiting_claim_wakes_when_a_job_is_queued,
+    agent_secrets_rotate_with_a_grace_period,
+);
