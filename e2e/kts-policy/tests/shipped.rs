@@ -202,3 +202,38 @@ fn shipped_requester_policy_binds_the_requester_on_create() {
     );
     assert_eq!((d.code, d.reason.as_str()), (403, "Forbidden"));
 }
+
+#[test]
+fn shipped_roles_and_policy_together_let_a_bound_approver_approve() {
+    use kts_policy::rbac::{RbacSnapshot, authorize};
+    let cluster_roles = docs("charts/secrets-bridge/files/rbac-roles.yaml");
+    let snapshot = RbacSnapshot {
+        cluster_roles,
+        role_bindings: vec![json!({
+            "metadata": {"name": "approvers", "namespace": "team-a"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "secrets-bridge-approver"},
+            "subjects": [{"kind": "Group", "name": "team-a-approvers"}]
+        })],
+        ..Default::default()
+    };
+    let (p, b) = policies();
+    let mut req = update_status("erin", with_status(vec![]), with_status(vec![approval("erin")]));
+    let check = |a: &Attributes| authorize(&snapshot, a).allowed();
+    // erin may write status (RBAC) but lacks `approve` until she is in the group.
+    let status_write = Attributes {
+        user: req.user.clone(),
+        verb: "update".into(),
+        api_group: "secrets-bridge.io".into(),
+        resource: "secretreadrequests".into(),
+        subresource: "status".into(),
+        namespace: "team-a".into(),
+        name: "db-password".into(),
+        non_resource_path: None,
+    };
+    assert!(!check(&status_write));
+    assert!(evaluate(&p, &b, &req, &check).is_err());
+    req.user.groups.push("team-a-approvers".into());
+    let status_write = Attributes { user: req.user.clone(), ..status_write };
+    assert!(check(&status_write));
+    assert_eq!(evaluate(&p, &b, &req, &check), Ok(()));
+}
