@@ -31,21 +31,11 @@ pub fn parse_token_csv(text: &str) -> anyhow::Result<Vec<User>> {
         }
         let groups = fields
             .get(3)
-            .map(|g| {
-                g.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
+            .map(|g| g.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
             .unwrap_or_default();
         out.push(User {
             token: fields[0].clone(),
-            info: UserInfo {
-                username: fields[1].clone(),
-                uid: fields[2].clone(),
-                groups,
-            },
+            info: UserInfo { username: fields[1].clone(), uid: fields[2].clone(), groups },
         });
     }
     Ok(out)
@@ -117,11 +107,7 @@ pub fn forbidden_reason(a: &Attributes) -> String {
     if let Some(p) = &a.non_resource_path {
         return format!("User \"{}\" cannot {} path \"{p}\"", a.user.username, a.verb);
     }
-    let res = if a.subresource.is_empty() {
-        a.resource.clone()
-    } else {
-        format!("{}/{}", a.resource, a.subresource)
-    };
+    let res = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
     let scope = if a.namespace.is_empty() {
         "at the cluster scope".to_string()
     } else {
@@ -172,10 +158,6 @@ pub fn bootstrap_rbac() -> Vec<Value> {
         crb("cluster-admin", "cluster-admin", "system:masters"),
         crb("system:discovery", "system:discovery", "system:authenticated"),
         crb("system:basic-user", "system:basic-user", "system:authenticated"),
-        crb(
-            "system:public-info-viewer",
-            "system:public-info-viewer",
-            "system:authenticated",
-        ),
+        crb("system:public-info-viewer", "system:public-info-viewer", "system:authenticated"),
     ]
 }

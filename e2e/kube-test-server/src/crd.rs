@@ -49,7 +49,11 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>) -> Vec<FieldError> {
     }
     let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
     if versions.is_empty() {
-        errs.push(field_error("FieldValueRequired", "spec.versions", "Required value: must have exactly one version marked as storage version"));
+        errs.push(field_error(
+            "FieldValueRequired",
+            "spec.versions",
+            "Required value: must have exactly one version marked as storage version",
+        ));
     }
     let storage: Vec<&Value> = versions.iter().filter(|v| v["storage"] == json!(true)).collect();
     if !versions.is_empty() && storage.len() != 1 {
@@ -81,11 +85,8 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>) -> Vec<FieldError> {
         names["listKind"] = json!(format!("{kind}List"));
     }
     let storage_name = s(storage[0], "/name").to_string();
-    let mut stored: Vec<Value> = old
-        .and_then(|o| o.pointer("/status/storedVersions"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mut stored: Vec<Value> =
+        old.and_then(|o| o.pointer("/status/storedVersions")).and_then(Value::as_array).cloned().unwrap_or_default();
     if !stored.contains(&json!(storage_name)) {
         stored.push(json!(storage_name));
     }
@@ -110,9 +111,7 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>) -> Vec<FieldError> {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect()).unwrap_or_default()
 }
 
 /// The served resource a (valid, stored) CRD defines.

@@ -21,10 +21,8 @@ pub fn version() -> Value {
 }
 
 fn group_json(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-        .collect();
+    let vs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
     json!({
         "name": group,
         "versions": vs,
@@ -69,11 +67,8 @@ pub fn serve(reg: &Registry, path: &str) -> ApiResult<Value> {
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
         })),
         ["apis"] => {
-            let groups: Vec<Value> = gvs
-                .iter()
-                .filter(|(g, _)| !g.is_empty())
-                .map(|(g, vs)| group_json(g, vs))
-                .collect();
+            let groups: Vec<Value> =
+                gvs.iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_json(g, vs)).collect();
             Ok(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
         }
         ["apis", g] => match gvs.get(*g) {
@@ -86,9 +81,7 @@ pub fn serve(reg: &Registry, path: &str) -> ApiResult<Value> {
             _ => Err(ApiError::page_not_found()),
         },
         ["api", "v1"] => Ok(resource_list(reg, "", "v1")),
-        ["apis", g, v] if gvs.get(*g).is_some_and(|vs| vs.iter().any(|x| x == v)) => {
-            Ok(resource_list(reg, g, v))
-        }
+        ["apis", g, v] if gvs.get(*g).is_some_and(|vs| vs.iter().any(|x| x == v)) => Ok(resource_list(reg, g, v)),
         _ => Err(ApiError::page_not_found()),
     }
 }
@@ -99,10 +92,6 @@ fn resource_list(reg: &Registry, group: &str, version: &str) -> Value {
         .filter(|t| t.group == group && t.versions.iter().any(|v| v == version))
         .flat_map(|t| resources_of(t, version))
         .collect();
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }

@@ -7,10 +7,7 @@ use serde_json::{Value, json};
 pub fn render(server_url: &str, ca_pem: &str, users: &[(String, String)]) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let cluster = "kube-test-server";
-    let users_json: Vec<Value> = users
-        .iter()
-        .map(|(u, t)| json!({"name": u, "user": {"token": t}}))
-        .collect();
+    let users_json: Vec<Value> = users.iter().map(|(u, t)| json!({"name": u, "user": {"token": t}})).collect();
     let contexts: Vec<Value> = users
         .iter()
         .map(|(u, _)| json!({"name": u, "context": {"cluster": cluster, "user": u, "namespace": "default"}}))

@@ -29,11 +29,7 @@ pub fn serve(reg: &Registry, path: &str) -> ApiResult<Value> {
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
 fn index(reg: &Registry) -> Value {
@@ -71,24 +67,23 @@ fn kind_schema(t: &ResourceType, version: &str) -> Value {
             "x-kubernetes-preserve-unknown-fields": true,
         }),
     };
-    let props = s
-        .as_object_mut()
-        .expect("object")
-        .entry("properties")
-        .or_insert_with(|| json!({}));
+    let props = s.as_object_mut().expect("object").entry("properties").or_insert_with(|| json!({}));
     if let Some(p) = props.as_object_mut() {
-        p.entry("apiVersion").or_insert_with(|| json!({"type": "string",
-            "description": "APIVersion defines the versioned schema of this representation of an object."}));
-        p.entry("kind").or_insert_with(|| json!({"type": "string",
-            "description": "Kind is a string value representing the REST resource this object represents."}));
+        p.entry("apiVersion").or_insert_with(|| {
+            json!({"type": "string",
+            "description": "APIVersion defines the versioned schema of this representation of an object."})
+        });
+        p.entry("kind").or_insert_with(|| {
+            json!({"type": "string",
+            "description": "Kind is a string value representing the REST resource this object represents."})
+        });
         p.insert(
             "metadata".into(),
             json!({"allOf": [{"$ref": format!("#/components/schemas/{OBJECT_META}")}],
                    "description": "Standard object's metadata."}),
         );
     }
-    s["x-kubernetes-group-version-kind"] =
-        json!([{"group": t.group, "version": version, "kind": t.kind}]);
+    s["x-kubernetes-group-version-kind"] = json!([{"group": t.group, "version": version, "kind": t.kind}]);
     s
 }
 
@@ -118,10 +113,8 @@ fn operation(t: &ResourceType, version: &str, action: &str, sref: &str) -> Value
         } else {
             vec!["application/json"]
         };
-        let content: Map<String, Value> = types
-            .into_iter()
-            .map(|ct| (ct.to_string(), json!({"schema": {"$ref": sref}})))
-            .collect();
+        let content: Map<String, Value> =
+            types.into_iter().map(|ct| (ct.to_string(), json!({"schema": {"$ref": sref}}))).collect();
         op["requestBody"] = json!({"content": content, "required": true});
     }
     op
@@ -136,10 +129,7 @@ pub fn gv_doc(reg: &Registry, group: &str, version: &str) -> Value {
                "x-kubernetes-preserve-unknown-fields": true}),
     );
     let base = format!("/{}", gv_path(group, version));
-    for t in reg
-        .all()
-        .filter(|t| t.group == group && t.versions.iter().any(|v| v == version))
-    {
+    for t in reg.all().filter(|t| t.group == group && t.versions.iter().any(|v| v == version)) {
         let name = schema_name(t, version);
         let sref = format!("#/components/schemas/{name}");
         schemas.insert(name, kind_schema(t, version));

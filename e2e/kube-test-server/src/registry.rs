@@ -95,11 +95,7 @@ impl ResourceType {
     }
 
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() {
-            version.to_string()
-        } else {
-            format!("{}/{}", self.group, version)
-        }
+        if self.group.is_empty() { version.to_string() } else { format!("{}/{}", self.group, version) }
     }
 
     pub fn crd_version(&self, version: &str) -> Option<&CrdVersion> {
@@ -118,16 +114,7 @@ impl ResourceType {
         if self.virtual_review {
             vec!["create"]
         } else {
-            vec![
-                "create",
-                "delete",
-                "deletecollection",
-                "get",
-                "list",
-                "patch",
-                "update",
-                "watch",
-            ]
+            vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
         }
     }
 }
@@ -137,10 +124,7 @@ pub fn builtins() -> Vec<ResourceType> {
     use NameRule::*;
     let rbac = "rbac.authorization.k8s.io";
     vec![
-        ResourceType::builtin("", "v1", "Namespace", "namespaces", false)
-            .short(&["ns"])
-            .with_status()
-            .names(DnsLabel),
+        ResourceType::builtin("", "v1", "Namespace", "namespaces", false).short(&["ns"]).with_status().names(DnsLabel),
         ResourceType::builtin("", "v1", "Secret", "secrets", true),
         ResourceType::builtin("", "v1", "ConfigMap", "configmaps", true).short(&["cm"]),
         ResourceType::builtin("", "v1", "Event", "events", true).short(&["ev"]),
@@ -150,8 +134,7 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin(rbac, "v1", "Role", "roles", true).names(PathSegment),
         ResourceType::builtin(rbac, "v1", "ClusterRole", "clusterroles", false).names(PathSegment),
         ResourceType::builtin(rbac, "v1", "RoleBinding", "rolebindings", true).names(PathSegment),
-        ResourceType::builtin(rbac, "v1", "ClusterRoleBinding", "clusterrolebindings", false)
-            .names(PathSegment),
+        ResourceType::builtin(rbac, "v1", "ClusterRoleBinding", "clusterrolebindings", false).names(PathSegment),
         ResourceType::builtin(
             "apiextensions.k8s.io",
             "v1",
@@ -179,14 +162,8 @@ pub fn builtins() -> Vec<ResourceType> {
             false,
         )
         .with_generation(),
-        ResourceType::builtin(
-            "authorization.k8s.io",
-            "v1",
-            "SubjectAccessReview",
-            "subjectaccessreviews",
-            false,
-        )
-        .review(),
+        ResourceType::builtin("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", false)
+            .review(),
         ResourceType::builtin(
             "authorization.k8s.io",
             "v1",
@@ -203,14 +180,7 @@ pub fn builtins() -> Vec<ResourceType> {
             true,
         )
         .review(),
-        ResourceType::builtin(
-            "authentication.k8s.io",
-            "v1",
-            "SelfSubjectReview",
-            "selfsubjectreviews",
-            false,
-        )
-        .review(),
+        ResourceType::builtin("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", false).review(),
     ]
 }
 
@@ -224,10 +194,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new() -> Self {
-        Self {
-            builtins: builtins(),
-            custom: BTreeMap::new(),
-        }
+        Self { builtins: builtins(), custom: BTreeMap::new() }
     }
 
     pub fn all(&self) -> impl Iterator<Item = &ResourceType> {
@@ -235,9 +202,7 @@ impl Registry {
     }
 
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
-        self.all().find(|t| {
-            t.group == group && t.plural == plural && t.versions.iter().any(|v| v == version)
-        })
+        self.all().find(|t| t.group == group && t.plural == plural && t.versions.iter().any(|v| v == version))
     }
 
     pub fn find_kind(&self, group: &str, kind: &str) -> Option<&ResourceType> {

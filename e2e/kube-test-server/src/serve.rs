@@ -135,13 +135,7 @@ impl TestServer {
         });
         let gc = tokio::spawn(gc::run(app.clone()));
         tracing::info!(%addr, "kube-test-server listening");
-        Ok(Self {
-            app,
-            addr,
-            ca_pem: material.ca_pem,
-            dir: tempfile::tempdir()?,
-            tasks: vec![accept, gc],
-        })
+        Ok(Self { app, addr, ca_pem: material.ca_pem, dir: tempfile::tempdir()?, tasks: vec![accept, gc] })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -172,10 +166,7 @@ impl TestServer {
 
     fn token(&self, user: &str) -> anyhow::Result<String> {
         let users = self.app.users.read().unwrap_or_else(|e| e.into_inner());
-        users
-            .token_of(user)
-            .map(String::from)
-            .with_context(|| format!("no user {user:?} on this server"))
+        users.token_of(user).map(String::from).with_context(|| format!("no user {user:?} on this server"))
     }
 
     /// The kubeconfig text for `user` (current context = that user, namespace `default`).

@@ -73,10 +73,7 @@ impl Ctx {
     }
 
     pub fn header(&self, k: &str) -> &str {
-        self.headers
-            .get(k)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
     pub fn dry_run(&self) -> bool {
@@ -122,15 +119,8 @@ pub async fn dispatch(app: Arc<App>, req: Request<Body>) -> Response {
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
     let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
-    let auth_header = parts
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let user = app
-        .users
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .authenticate(auth_header);
+    let auth_header = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let user = app.users.read().unwrap_or_else(|e| e.into_inner()).authenticate(auth_header);
     let Some(user) = user else {
         tracing::info!(%method, %path, user = "-", status = 401, "request");
         return ApiError::unauthorized().into_response();
@@ -150,13 +140,7 @@ pub async fn dispatch(app: Arc<App>, req: Request<Body>) -> Response {
 }
 
 async fn route(app: &Arc<App>, ctx: Ctx) -> Result<Response, ApiError> {
-    let segs: Vec<String> = ctx
-        .path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
+    let segs: Vec<String> = ctx.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).map(String::from).collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (group, version, rest) = match s.as_slice() {
         ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
@@ -207,14 +191,7 @@ async fn route(app: &Arc<App>, ctx: Ctx) -> Result<Response, ApiError> {
     if rt.virtual_review && verb != "create" {
         return Err(ApiError::method_not_allowed(ctx.method.as_str()));
     }
-    let rr = ResourceReq {
-        rt,
-        version: version.to_string(),
-        namespace,
-        name,
-        subresource,
-        verb: verb.to_string(),
-    };
+    let rr = ResourceReq { rt, version: version.to_string(), namespace, name, subresource, verb: verb.to_string() };
     let attrs = Attributes {
         user: ctx.user.clone(),
         verb: verb.to_string(),
@@ -241,11 +218,7 @@ fn non_resource(app: &Arc<App>, ctx: Ctx) -> Result<Response, ApiError> {
     };
     let inner = app.lock();
     if !auth::authorize(&inner.store, &attrs).allowed() {
-        return Err(ApiError::new(
-            403,
-            "Forbidden",
-            format!("forbidden: {}", auth::forbidden_reason(&attrs)),
-        ));
+        return Err(ApiError::new(403, "Forbidden", format!("forbidden: {}", auth::forbidden_reason(&attrs))));
     }
     if ctx.method != Method::GET {
         return Err(ApiError::method_not_allowed(ctx.method.as_str()));

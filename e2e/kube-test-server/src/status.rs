@@ -23,11 +23,7 @@ impl Target {
 }
 
 fn qualified(a: &str, group: &str) -> String {
-    if group.is_empty() {
-        a.to_string()
-    } else {
-        format!("{a}.{group}")
-    }
+    if group.is_empty() { a.to_string() } else { format!("{a}.{group}") }
 }
 
 /// An error answered as a `Status` body.
@@ -43,12 +39,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-            message: message.into(),
-            details: None,
-        }
+        Self { code, reason: reason.into(), message: message.into(), details: None }
     }
 
     fn with_target(mut self, t: &Target, kind: &str) -> Self {
@@ -75,48 +66,25 @@ impl ApiError {
 
     /// 409 for a stale resourceVersion or failed precondition.
     pub fn conflict(t: &Target, why: &str) -> Self {
-        let msg = format!(
-            "Operation cannot be fulfilled on {} \"{}\": {why}",
-            t.qualified_resource(),
-            t.name
-        );
+        let msg = format!("Operation cannot be fulfilled on {} \"{}\": {why}", t.qualified_resource(), t.name);
         Self::new(409, "Conflict", msg).with_target(t, &t.resource)
     }
 
     pub fn stale(t: &Target) -> Self {
-        Self::conflict(
-            t,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        )
+        Self::conflict(t, "the object has been modified; please apply your changes to the latest version and try again")
     }
 
     /// 422 `Invalid` with one cause per field error.
     pub fn invalid(t: &Target, errors: &[FieldError]) -> Self {
         let parts: Vec<String> = errors
             .iter()
-            .map(|e| {
-                if e.field.is_empty() {
-                    e.message.clone()
-                } else {
-                    format!("{}: {}", e.field, e.message)
-                }
-            })
+            .map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{}: {}", e.field, e.message) })
             .collect();
-        let joined = if parts.len() == 1 {
-            parts[0].clone()
-        } else {
-            format!("[{}]", parts.join(", "))
-        };
-        let msg = format!(
-            "{} \"{}\" is invalid: {joined}",
-            qualified(&t.kind, &t.group),
-            t.name
-        );
+        let joined = if parts.len() == 1 { parts[0].clone() } else { format!("[{}]", parts.join(", ")) };
+        let msg = format!("{} \"{}\" is invalid: {joined}", qualified(&t.kind, &t.group), t.name);
         let mut e = Self::new(422, "Invalid", msg).with_target(t, &t.kind);
-        let causes: Vec<Value> = errors
-            .iter()
-            .map(|e| json!({ "reason": e.reason, "message": e.message, "field": e.field }))
-            .collect();
+        let causes: Vec<Value> =
+            errors.iter().map(|e| json!({ "reason": e.reason, "message": e.message, "field": e.field })).collect();
         if let Some(d) = e.details.as_mut() {
             d["causes"] = Value::Array(causes);
         }
@@ -160,9 +128,7 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: {accepted}"
-            ),
+            format!("the body of the request was in an unknown format - accepted media types include: {accepted}"),
         )
     }
 
@@ -196,11 +162,7 @@ impl IntoResponse for ApiError {
 
 /// A JSON response with the given status.
 pub fn json_response(code: StatusCode, body: &Value) -> Response {
-    (
-        code,
-        [(http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(body).unwrap_or_default(),
-    )
+    (code, [(http::header::CONTENT_TYPE, "application/json")], serde_json::to_vec(body).unwrap_or_default())
         .into_response()
 }
 

@@ -17,12 +17,7 @@ pub struct Key {
 
 impl Key {
     pub fn new(group: &str, resource: &str, namespace: &str, name: &str) -> Self {
-        Self {
-            group: group.into(),
-            resource: resource.into(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        Self { group: group.into(), resource: resource.into(), namespace: namespace.into(), name: name.into() }
     }
 }
 
@@ -54,6 +49,9 @@ pub struct Event {
     pub old: Option<Value>,
 }
 
+/// Events after a resourceVersion plus the receiver for later ones.
+pub type Resume = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+
 pub struct Store {
     objects: BTreeMap<Key, Value>,
     rv: u64,
@@ -74,14 +72,7 @@ pub fn set_rv(obj: &mut Value, rv: u64) {
 impl Store {
     pub fn new(history_limit: usize) -> Self {
         let (tx, _) = broadcast::channel(history_limit.max(16));
-        Self {
-            objects: BTreeMap::new(),
-            rv: 1,
-            history: VecDeque::new(),
-            history_limit,
-            compacted: 0,
-            tx,
-        }
+        Self { objects: BTreeMap::new(), rv: 1, history: VecDeque::new(), history_limit, compacted: 0, tx }
     }
 
     pub fn current_rv(&self) -> u64 {
@@ -104,13 +95,9 @@ impl Store {
         namespace: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
         let start = Key::new(group, resource, namespace.unwrap_or(""), "");
-        self.objects
-            .range(start..)
-            .take_while(move |(k, _)| {
-                k.group == group
-                    && k.resource == resource
-                    && namespace.is_none_or(|ns| k.namespace == ns)
-            })
+        self.objects.range(start..).take_while(move |(k, _)| {
+            k.group == group && k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns)
+        })
     }
 
     pub fn all(&self) -> impl Iterator<Item = (&Key, &Value)> {
@@ -122,11 +109,7 @@ impl Store {
         self.rv += 1;
         set_rv(&mut obj, self.rv);
         let old = self.objects.insert(key.clone(), obj.clone());
-        let kind = if old.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
+        let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
         self.record(kind, key, obj.clone(), old);
         obj
     }
@@ -141,13 +124,7 @@ impl Store {
     }
 
     fn record(&mut self, kind: EventType, key: Key, object: Value, old: Option<Value>) {
-        let ev = Arc::new(Event {
-            rv: self.rv,
-            kind,
-            key,
-            object,
-            old,
-        });
+        let ev = Arc::new(Event { rv: self.rv, kind, key, object, old });
         self.history.push_back(ev.clone());
         while self.history.len() > self.history_limit {
             if let Some(e) = self.history.pop_front() {
@@ -159,19 +136,11 @@ impl Store {
 
     /// Events after `rv` still in the history plus a receiver for later ones, taken
     /// atomically so there is neither a gap nor a duplicate. `None` if `rv` was compacted.
-    pub fn watch_from(
-        &self,
-        rv: u64,
-    ) -> Option<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>)> {
+    pub fn watch_from(&self, rv: u64) -> Option<Resume> {
         if rv < self.compacted {
             return None;
         }
-        let past = self
-            .history
-            .iter()
-            .filter(|e| e.rv > rv)
-            .cloned()
-            .collect();
+        let past = self.history.iter().filter(|e| e.rv > rv).cloned().collect();
         Some((past, self.tx.subscribe()))
     }
 }

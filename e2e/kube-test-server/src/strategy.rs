@@ -10,22 +10,14 @@ use kts_policy::FieldError;
 use serde_json::{Value, json};
 
 pub fn field_error(reason: &str, field: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        reason: reason.into(),
-        message: message.into(),
-        field: field.into(),
-    }
+    FieldError { reason: reason.into(), message: message.into(), field: field.into() }
 }
 
 /// Paths present in `before` but absent from `after`, printed like the real server
 /// (`spec.foo`, `spec.items[0].bar`).
 pub fn removed_paths(before: &Value, after: &Value, prefix: &str, out: &mut Vec<String>) {
     let join = |k: &str| {
-        if prefix.is_empty() {
-            k.to_string()
-        } else {
-            format!("{prefix}.{k}")
-        }
+        if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") }
     };
     match (before, after) {
         (Value::Object(b), Value::Object(a)) => {
@@ -49,11 +41,7 @@ pub fn removed_paths(before: &Value, after: &Value, prefix: &str, out: &mut Vec<
 pub fn prune_unknown(rt: &ResourceType, version: &str, obj: &mut Value) -> Vec<String> {
     let mut unknown = Vec::new();
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        let extra: Vec<String> = m
-            .keys()
-            .filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str()))
-            .cloned()
-            .collect();
+        let extra: Vec<String> = m.keys().filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str())).cloned().collect();
         for k in extra {
             m.remove(&k);
             unknown.push(format!("metadata.{k}"));
@@ -186,21 +174,14 @@ pub fn validate_meta(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec
             NameRule::PathSegment => meta::path_segment_error(name),
         };
         if let Some(why) = bad {
-            errs.push(field_error(
-                "FieldValueInvalid",
-                "metadata.name",
-                format!("Invalid value: \"{name}\": {why}"),
-            ));
+            errs.push(field_error("FieldValueInvalid", "metadata.name", format!("Invalid value: \"{name}\": {why}")));
         }
     }
     if let Some(old) = old
         && meta::is_deleting(old)
     {
         let before = meta::finalizers(old);
-        let added: Vec<String> = meta::finalizers(obj)
-            .into_iter()
-            .filter(|f| !before.contains(f))
-            .collect();
+        let added: Vec<String> = meta::finalizers(obj).into_iter().filter(|f| !before.contains(f)).collect();
         if !added.is_empty() {
             errs.push(field_error(
                 "FieldValueForbidden",

@@ -88,7 +88,7 @@ pub fn eval(path: &str, obj: &Value) -> Vec<Value> {
                         }
                         let hit = match x {
                             Some(Value::String(s)) => s == lit,
-                            Some(other) => other.to_string() == *lit,
+                            Some(other) => lit.as_str() == other.to_string().as_str(),
                             None => false,
                         };
                         if hit {

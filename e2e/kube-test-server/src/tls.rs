@@ -21,16 +21,12 @@ pub fn generate() -> anyhow::Result<TlsMaterial> {
     install_crypto_provider();
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "kube-test-server-ca");
+    ca_params.distinguished_name.push(DnType::CommonName, "kube-test-server-ca");
     let ca_key = KeyPair::generate()?;
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
 
     let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()])?;
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
+    leaf_params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
         leaf_params.subject_alt_names.push(SanType::IpAddress(ip));
     }
@@ -39,13 +35,8 @@ pub fn generate() -> anyhow::Result<TlsMaterial> {
 
     let chain = vec![leaf.der().clone(), CertificateDer::from(ca.der().to_vec())];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key)?;
     // kubectl negotiates HTTP/2 when offered, kube-rs uses HTTP/1.1: serve both.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsMaterial {
-        ca_pem: ca.pem(),
-        server_config: Arc::new(config),
-    })
+    Ok(TlsMaterial { ca_pem: ca.pem(), server_config: Arc::new(config) })
 }

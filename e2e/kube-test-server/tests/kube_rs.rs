@@ -48,7 +48,10 @@ async fn crud_and_status_errors_match_the_real_apiserver() {
     assert_eq!(created.metadata.generation, Some(1));
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
     let (code, reason, msg) = api_error(api.create(&PostParams::default(), &widget("a", "red")).await);
-    assert_eq!((code, reason.as_str(), msg.as_str()), (409, "AlreadyExists", "widgets.example.com \"a\" already exists"));
+    assert_eq!(
+        (code, reason.as_str(), msg.as_str()),
+        (409, "AlreadyExists", "widgets.example.com \"a\" already exists")
+    );
     let (code, reason, msg) = api_error(api.get("nope").await);
     assert_eq!((code, reason.as_str(), msg.as_str()), (404, "NotFound", "widgets.example.com \"nope\" not found"));
     assert_eq!(api.get("a").await.unwrap().spec.color, "red");
@@ -77,13 +80,19 @@ async fn stale_resource_version_conflicts_and_generation_tracks_spec_only() {
     stale.spec.size = Some(6);
     let (code, reason, msg) = api_error(api.replace("a", &PostParams::default(), &stale).await);
     assert_eq!((code, reason.as_str()), (409, "Conflict"));
-    assert_eq!(msg, "Operation cannot be fulfilled on widgets.example.com \"a\": the object has been modified; please apply your changes to the latest version and try again");
+    assert_eq!(
+        msg,
+        "Operation cannot be fulfilled on widgets.example.com \"a\": the object has been modified; please apply your changes to the latest version and try again"
+    );
     // A stale resourceVersion in a merge patch is a precondition too.
     let p = json!({"metadata": {"resourceVersion": w.resource_version()}, "spec": {"size": 7}});
     assert_eq!(api_error(api.patch("a", &PatchParams::default(), &Patch::Merge(&p)).await).0, 409);
 
     // Labels (metadata) and status do not bump generation; status writes ignore spec.
-    let l = api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await.unwrap();
+    let l = api
+        .patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})))
+        .await
+        .unwrap();
     assert_eq!(l.metadata.generation, Some(2));
     let st = json!({"status": {"phase": "Ready"}, "spec": {"color": "blue"}});
     let s = api.patch_status("a", &PatchParams::default(), &Patch::Merge(&st)).await.unwrap();
@@ -91,7 +100,8 @@ async fn stale_resource_version_conflicts_and_generation_tracks_spec_only() {
     assert_eq!(s.spec.color, "red", "/status ignores spec");
     assert_eq!(s.status.unwrap().phase.as_deref(), Some("Ready"));
     // Writes to the main resource ignore status.
-    let m = api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Hacked"}}))).await.unwrap();
+    let m =
+        api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Hacked"}}))).await.unwrap();
     assert_eq!(m.status.unwrap().phase.as_deref(), Some("Ready"));
     assert_eq!(m.metadata.generation, Some(2));
 }
@@ -102,12 +112,15 @@ async fn all_patch_types_via_kube_rs() {
     api.create(&PostParams::default(), &widget("a", "red")).await.unwrap();
     let w = api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 3}}))).await.unwrap();
     assert_eq!(w.spec.size, Some(3));
-    let ops: json_patch_ops::Ops = serde_json::from_value(json!([{"op": "replace", "path": "/spec/color", "value": "green"}])).unwrap();
+    let ops: json_patch_ops::Ops =
+        serde_json::from_value(json!([{"op": "replace", "path": "/spec/color", "value": "green"}])).unwrap();
     let w = api.patch("a", &PatchParams::default(), &Patch::<()>::Json(ops)).await.unwrap();
     assert_eq!(w.spec.color, "green");
-    let (code, reason, _) = api_error(api.patch("a", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"size": 4}}))).await);
+    let (code, reason, _) =
+        api_error(api.patch("a", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"size": 4}}))).await);
     assert_eq!((code, reason.as_str()), (415, "UnsupportedMediaType"));
-    let apply = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "b"}, "spec": {"color": "blue"}});
+    let apply =
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "b"}, "spec": {"color": "blue"}});
     let b = api.patch("b", &PatchParams::apply("tester"), &Patch::Apply(&apply)).await.unwrap();
     assert_eq!(b.spec.color, "blue");
     assert!(b.metadata.managed_fields.unwrap().iter().any(|m| m.manager.as_deref() == Some("tester")));
@@ -139,19 +152,28 @@ async fn finalizer_blocks_deletion_until_removed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_an_owner_garbage_collects_its_children() {
     let (s, api) = widgets().await;
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(s.client_as("admin").await.unwrap(), "default");
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(s.client_as("admin").await.unwrap(), "default");
     let owner = api.create(&PostParams::default(), &widget("owner", "red")).await.unwrap();
     let oref = owner.controller_owner_ref(&()).unwrap();
     for name in ["child-1", "child-2"] {
         let cm = k8s_openapi::api::core::v1::ConfigMap {
-            metadata: ObjectMeta { name: Some(name.into()), owner_references: Some(vec![oref.clone()]), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                owner_references: Some(vec![oref.clone()]),
+                ..Default::default()
+            },
             ..Default::default()
         };
         cms.create(&PostParams::default(), &cm).await.unwrap();
     }
     let orphan_owner = api.create(&PostParams::default(), &widget("keep", "red")).await.unwrap();
     let cm = k8s_openapi::api::core::v1::ConfigMap {
-        metadata: ObjectMeta { name: Some("orphan".into()), owner_references: Some(vec![orphan_owner.controller_owner_ref(&()).unwrap()]), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("orphan".into()),
+            owner_references: Some(vec![orphan_owner.controller_owner_ref(&()).unwrap()]),
+            ..Default::default()
+        },
         ..Default::default()
     };
     cms.create(&PostParams::default(), &cm).await.unwrap();
@@ -236,21 +258,22 @@ async fn metadata_name_must_be_a_dns_subdomain() {
     let (_s, api) = widgets().await;
     let (code, reason, msg) = api_error(api.create(&PostParams::default(), &widget("Bad_Name", "red")).await);
     assert_eq!((code, reason.as_str()), (422, "Invalid"));
-    assert!(msg.starts_with("Widget.example.com \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""), "{msg}");
+    assert!(
+        msg.starts_with("Widget.example.com \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schema_violations_answer_422_with_field_paths() {
     let (_s, api) = widgets().await;
     let client = api.clone().into_client();
-    let raw: Api<kube::core::DynamicObject> = Api::namespaced_with(
-        client,
-        "default",
-        &kube::core::ApiResource::erase::<Widget>(&()),
-    );
+    let raw: Api<kube::core::DynamicObject> =
+        Api::namespaced_with(client, "default", &kube::core::ApiResource::erase::<Widget>(&()));
     let bad: kube::core::DynamicObject = serde_json::from_value(json!({
         "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "bad"},
-        "spec": {"color": "purple", "label": "far-too-long-for-sixteen"}})).unwrap();
+        "spec": {"color": "purple", "label": "far-too-long-for-sixteen"}}))
+    .unwrap();
     let r = raw.create(&PostParams::default(), &bad).await;
     let Err(kube::Error::Api(st)) = r else { panic!("expected 422, got {r:?}") };
     assert_eq!((st.code, st.reason.as_str()), (422, "Invalid"), "{}", st.message);
@@ -260,12 +283,16 @@ async fn schema_violations_answer_422_with_field_paths() {
     assert!(fields.contains(&"spec.color"), "{causes:?}");
     assert!(fields.contains(&"spec.label"), "{causes:?}");
     let missing: kube::core::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "bad2"}, "spec": {"size": 2}})).unwrap();
+        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "bad2"}, "spec": {"size": 2}}))
+    .unwrap();
     let (code, _, msg) = api_error(raw.create(&PostParams::default(), &missing).await);
     assert_eq!(code, 422);
     assert!(msg.contains("spec.color: Required value"), "{msg}");
     // Defaults are applied: size defaults to 1.
-    let ok = api.create(&PostParams::default(), &Widget::new("dflt", WidgetSpec { color: "red".into(), ..Default::default() })).await.unwrap();
+    let ok = api
+        .create(&PostParams::default(), &Widget::new("dflt", WidgetSpec { color: "red".into(), ..Default::default() }))
+        .await
+        .unwrap();
     assert_eq!(ok.spec.size, Some(1));
 }
 
@@ -273,13 +300,24 @@ async fn schema_violations_answer_422_with_field_paths() {
 async fn cel_transition_rule_rejects_spec_change_with_message() {
     let s = server().await;
     s.apply_yaml_as_admin(GADGET_CRD).await.unwrap();
-    s.apply_yaml_as_admin("apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g, namespace: default}\nspec: {owner: alice}\n").await.unwrap();
+    s.apply_yaml_as_admin(
+        "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g, namespace: default}\nspec: {owner: alice}\n",
+    )
+    .await
+    .unwrap();
     let api: Api<kube::core::DynamicObject> = Api::namespaced_with(
         s.client_as("admin").await.unwrap(),
         "default",
-        &kube::core::ApiResource { group: "example.com".into(), version: "v1".into(), api_version: "example.com/v1".into(), kind: "Gadget".into(), plural: "gadgets".into() },
+        &kube::core::ApiResource {
+            group: "example.com".into(),
+            version: "v1".into(),
+            api_version: "example.com/v1".into(),
+            kind: "Gadget".into(),
+            plural: "gadgets".into(),
+        },
     );
-    let (code, reason, msg) = api_error(api.patch("g", &PatchParams::default(), &Patch::Merge(json!({"spec": {"owner": "mallory"}}))).await);
+    let (code, reason, msg) =
+        api_error(api.patch("g", &PatchParams::default(), &Patch::Merge(json!({"spec": {"owner": "mallory"}}))).await);
     assert_eq!((code, reason.as_str()), (422, "Invalid"), "{msg}");
     assert!(msg.contains("spec: Invalid value: \"object\": spec is immutable"), "{msg}");
 }

@@ -26,13 +26,21 @@ async fn kubectl_applies_crd_then_crud_of_custom_resources_with_printer_columns(
     assert!(kubectl_ok(&s, "admin", &["get", "wg", "w1", "-o", "name"]).contains("widget.example.com/w1"));
 
     kubectl_ok(&s, "admin", &["patch", "widget", "w1", "--type", "merge", "-p", r#"{"spec":{"size":4}}"#]);
-    kubectl_ok(&s, "admin", &["patch", "widget", "w1", "--type", "json", "-p", r#"[{"op":"replace","path":"/spec/color","value":"blue"}]"#]);
+    kubectl_ok(
+        &s,
+        "admin",
+        &["patch", "widget", "w1", "--type", "json", "-p", r#"[{"op":"replace","path":"/spec/color","value":"blue"}]"#],
+    );
     let err = kubectl_err(&s, "admin", &["patch", "widget", "w1", "-p", r#"{"spec":{"size":5}}"#]);
     assert!(err.contains("application/strategic-merge-patch+json is not supported"), "{err}");
     let applied = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  color: green\n";
     let out = kubectl_stdin(&s, "admin", &["apply", "--server-side", "--force-conflicts", "-f", "-"], applied);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got = kubectl_ok(&s, "admin", &["get", "widget", "w1", "-o", "jsonpath={.spec.color} {.spec.size} {.metadata.generation}"]);
+    let got = kubectl_ok(
+        &s,
+        "admin",
+        &["get", "widget", "w1", "-o", "jsonpath={.spec.color} {.spec.size} {.metadata.generation}"],
+    );
     assert_eq!(got, "green 4 4");
 
     let out = kubectl_ok(&s, "admin", &["delete", "widget", "w1"]);
@@ -81,7 +89,11 @@ async fn kubectl_dry_run_server_stores_nothing() {
 async fn kubectl_builtins_secret_string_data_and_namespace_deletion() {
     let s = server().await;
     kubectl_ok(&s, "admin", &["create", "namespace", "team-a"]);
-    kubectl_ok(&s, "admin", &["-n", "team-a", "create", "secret", "generic", "creds", "--from-literal=password=hunter2"]);
+    kubectl_ok(
+        &s,
+        "admin",
+        &["-n", "team-a", "create", "secret", "generic", "creds", "--from-literal=password=hunter2"],
+    );
     let sd = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: sd\n  namespace: team-a\nstringData:\n  token: abc\n";
     let out = kubectl_stdin(&s, "admin", &["apply", "-f", "-"], sd);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -100,10 +112,16 @@ async fn kubectl_builtins_secret_string_data_and_namespace_deletion() {
 async fn unauthenticated_and_unprivileged_users_are_refused() {
     let s = server_with_widgets().await;
     let out = kubectl(&s, "admin", &["get", "widgets", "--token", "wrong"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("the server has asked for the client to provide credentials"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the server has asked for the client to provide credentials"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = kubectl_err(&s, "bob", &["get", "widgets", "-n", "team-a"]);
     assert!(
-        err.contains("User \"bob\" cannot list resource \"widgets\" in API group \"example.com\" in the namespace \"team-a\""),
+        err.contains(
+            "User \"bob\" cannot list resource \"widgets\" in API group \"example.com\" in the namespace \"team-a\""
+        ),
         "{err}"
     );
     let who = kubectl_ok(&s, "alice", &["auth", "whoami"]);

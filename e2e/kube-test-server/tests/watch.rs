@@ -41,7 +41,10 @@ async fn make(api: &Api<Widget>, name: &str) -> Widget {
 }
 
 /// (type, name, resourceVersion) of the next `n` non-bookmark events.
-async fn take(stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<Widget>>> + Unpin), n: usize) -> Vec<(String, String, String)> {
+async fn take(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<Widget>>> + Unpin),
+    n: usize,
+) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     while out.len() < n {
         let ev = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("event in time");
@@ -124,7 +127,8 @@ async fn bookmarks_streaming_lists_and_selector_transitions() {
     let w = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
     let events: Vec<_> = tokio::time::timeout(
         Duration::from_secs(5),
-        w.try_take_while(|e| futures::future::ready(Ok(!matches!(e, watcher::Event::InitDone)))).try_collect::<Vec<_>>(),
+        w.try_take_while(|e| futures::future::ready(Ok(!matches!(e, watcher::Event::InitDone))))
+            .try_collect::<Vec<_>>(),
     )
     .await
     .unwrap()
@@ -133,8 +137,12 @@ async fn bookmarks_streaming_lists_and_selector_transitions() {
 
     // An object leaving the selector is a DELETED event for that watch.
     let mut sel = api.watch(&WatchParams::default().labels("tier=front"), &rv).await.unwrap().boxed();
-    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tier": "front"}}}))).await.unwrap();
-    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tier": "back"}}}))).await.unwrap();
+    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tier": "front"}}})))
+        .await
+        .unwrap();
+    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tier": "back"}}})))
+        .await
+        .unwrap();
     let evs = take(&mut sel, 2).await;
     assert_eq!((evs[0].0.as_str(), evs[1].0.as_str()), ("ADDED", "DELETED"));
 }
@@ -182,6 +190,12 @@ async fn kube_runtime_controller_reconciles_and_applies_status() {
     admin.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 4}}))).await.unwrap();
     let w = observed(2).await;
     assert_eq!(w.metadata.generation, Some(2), "status writes do not bump generation");
-    assert!(w.metadata.managed_fields.unwrap().iter().any(|m| m.manager.as_deref() == Some("widget-operator") && m.subresource.as_deref() == Some("status")));
+    assert!(
+        w.metadata
+            .managed_fields
+            .unwrap()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("widget-operator") && m.subresource.as_deref() == Some("status"))
+    );
     handle.abort();
 }

@@ -114,9 +114,7 @@ pub fn delete(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response
     let policy = opts["propagationPolicy"].as_str().unwrap_or("Background").to_string();
     match delete_object(app, &mut inner, &key, &policy) {
         Some(Outcome::Pending(o)) => Ok(json_response(StatusCode::OK, &for_version(o, rr))),
-        Some(Outcome::Deleted(o)) => {
-            Ok(json_response(StatusCode::OK, &status::success(&target, meta::uid(&o))))
-        }
+        Some(Outcome::Deleted(o)) => Ok(json_response(StatusCode::OK, &status::success(&target, meta::uid(&o)))),
         None => Err(ApiError::not_found(&target)),
     }
 }

@@ -49,12 +49,9 @@ pub fn parse_body(ctx: &Ctx) -> ApiResult<Value> {
     }
     serde_json::from_slice(&ctx.body).or_else(|e| {
         if ctx.header("content-type").contains("yaml") {
-            serde_yaml::from_slice(&ctx.body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+            serde_yaml::from_slice(&ctx.body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
         } else {
-            Err(ApiError::bad_request(format!(
-                "the object provided is unrecognized or malformed: {e}"
-            )))
+            Err(ApiError::bad_request(format!("the object provided is unrecognized or malformed: {e}")))
         }
     })
 }
@@ -63,10 +60,7 @@ pub fn parse_body(ctx: &Ctx) -> ApiResult<Value> {
 /// `None` conversion strategy, so serving another version only rewrites `apiVersion`.
 pub fn for_version(mut obj: Value, rr: &ResourceReq) -> Value {
     if let Some(o) = obj.as_object_mut() {
-        o.insert(
-            "apiVersion".into(),
-            Value::String(rr.rt.api_version(&rr.version)),
-        );
+        o.insert("apiVersion".into(), Value::String(rr.rt.api_version(&rr.version)));
         o.insert("kind".into(), Value::String(rr.rt.kind.clone()));
     }
     obj

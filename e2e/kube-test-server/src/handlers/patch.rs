@@ -46,7 +46,11 @@ impl ListSemantics for SchemaLists<'_> {
 fn patch_error(rr: &ResourceReq, e: PatchError) -> ApiError {
     match e {
         PatchError::BadRequest(m) => ApiError::bad_request(m),
-        PatchError::TestFailed(m) => ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {m}")),
+        PatchError::TestFailed(m) => ApiError::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {m}"),
+        ),
         PatchError::Invalid(m) => {
             let mut err = ApiError::new(422, "Invalid", m);
             err.details = Some(json!({"name": rr.name, "group": rr.rt.group, "kind": rr.rt.kind}));
@@ -108,11 +112,18 @@ pub fn patch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response>
         let force = ctx.q("force") == Some("true");
         let sub = (!rr.subresource.is_empty()).then_some(rr.subresource.as_str());
         let live = old.clone().map(|o| for_version(o, rr));
-        let result = kts_patch::managed::server_side_apply(live.as_ref(), &applied, &opts.manager, force, sub, &SchemaLists(raw))
-            .map_err(|e| match e {
-                ApplyError::Conflicts(cs) => conflicts(rr, &cs),
-                ApplyError::Patch(p) => patch_error(rr, p),
-            })?;
+        let result = kts_patch::managed::server_side_apply(
+            live.as_ref(),
+            &applied,
+            &opts.manager,
+            force,
+            sub,
+            &SchemaLists(raw),
+        )
+        .map_err(|e| match e {
+            ApplyError::Conflicts(cs) => conflicts(rr, &cs),
+            ApplyError::Patch(p) => patch_error(rr, p),
+        })?;
         opts.record_managed = false;
         let created = old.is_none();
         let c = commit(app, &mut inner, ctx, rr, old, result, &opts)?;

@@ -69,8 +69,11 @@ pub fn list(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> 
     let inner = app.lock();
     let (list_rv, after) = match ctx.q("continue").filter(|c| !c.is_empty()) {
         Some(tok) => {
-            let (rv, after) = decode_continue(tok)
-                .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+            let (rv, after) = decode_continue(tok).ok_or_else(|| {
+                ApiError::bad_request(
+                    "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+                )
+            })?;
             if rv < inner.store.compacted_rv() {
                 return Err(ApiError::gone(
                     "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",

@@ -13,9 +13,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect()).unwrap_or_default()
 }
 
 fn attributes(user: UserInfo, spec: &Value) -> Attributes {

@@ -92,7 +92,8 @@ pub fn watch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response>
         };
         match inner.store.watch_from(from) {
             None => {
-                let err = ApiError::gone(format!("too old resource version: {from} ({})", inner.store.compacted_rv() + 1));
+                let err =
+                    ApiError::gone(format!("too old resource version: {from} ({})", inner.store.compacted_rv() + 1));
                 let _ = tx.send(line("ERROR", err.to_json()));
                 (from, Vec::new(), None)
             }
@@ -150,9 +151,8 @@ pub fn watch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response>
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
-    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx)) });
     Response::builder()
         .status(200)
         .header(http::header::CONTENT_TYPE, "application/json")

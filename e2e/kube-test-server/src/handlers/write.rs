@@ -41,13 +41,7 @@ impl WriteOpts {
                 ua.split('/').next().filter(|s| !s.is_empty()).unwrap_or("unknown").to_string()
             }
         };
-        Ok(Self {
-            manager,
-            field_validation: fv,
-            dry_run: ctx.dry_run(),
-            record_managed: true,
-            require_rv: false,
-        })
+        Ok(Self { manager, field_validation: fv, dry_run: ctx.dry_run(), record_managed: true, require_rv: false })
     }
 }
 
@@ -180,11 +174,14 @@ pub fn commit(
         Some(old) => {
             let body_rv = meta::rv(&new).to_string();
             if body_rv.is_empty() && opts.require_rv {
-                return Err(ApiError::invalid(&target, &[field_error(
-                    "FieldValueInvalid",
-                    "metadata.resourceVersion",
-                    "Invalid value: 0x0: must be specified for an update",
-                )]));
+                return Err(ApiError::invalid(
+                    &target,
+                    &[field_error(
+                        "FieldValueInvalid",
+                        "metadata.resourceVersion",
+                        "Invalid value: 0x0: must be specified for an update",
+                    )],
+                ));
             }
             if !body_rv.is_empty() && body_rv != meta::rv(old) {
                 return Err(ApiError::stale(&target));
@@ -232,10 +229,7 @@ fn check_namespace_open(inner: &Inner, rr: &ResourceReq) -> ApiResult<()> {
         })),
         Some(ns) if meta::is_deleting(ns) => Err(ApiError::forbidden(
             &rr.target(""),
-            &format!(
-                "unable to create new content in namespace {} because it is being terminated",
-                rr.namespace
-            ),
+            &format!("unable to create new content in namespace {} because it is being terminated", rr.namespace),
         )),
         Some(_) => Ok(()),
     }
@@ -254,15 +248,13 @@ pub fn admit(
     dry_run: bool,
 ) -> ApiResult<()> {
     let g = "admissionregistration.k8s.io";
-    let policies: Vec<Value> = inner.store.list(g, "validatingadmissionpolicies", None).map(|(_, v)| v.clone()).collect();
+    let policies: Vec<Value> =
+        inner.store.list(g, "validatingadmissionpolicies", None).map(|(_, v)| v.clone()).collect();
     if policies.is_empty() {
         return Ok(());
     }
-    let bindings: Vec<Value> = inner
-        .store
-        .list(g, "validatingadmissionpolicybindings", None)
-        .map(|(_, v)| v.clone())
-        .collect();
+    let bindings: Vec<Value> =
+        inner.store.list(g, "validatingadmissionpolicybindings", None).map(|(_, v)| v.clone()).collect();
     let namespace_object = (!rr.namespace.is_empty())
         .then(|| inner.store.get(&Key::new("", "namespaces", "", &rr.namespace)).cloned())
         .flatten();
@@ -288,6 +280,11 @@ pub fn admit(
         let mut details = json!({"name": name, "kind": t.resource});
         if !t.group.is_empty() {
             details["group"] = json!(t.group);
+        }
+        // Like the real server: one cause without a field, so kubectl prints
+        // `The <res> "<name>" is invalid: : ValidatingAdmissionPolicy '...' ... denied request: ...`.
+        if let Some(i) = e.message.find("ValidatingAdmissionPolicy") {
+            details["causes"] = json!([{"message": e.message[i..]}]);
         }
         e.details = Some(details);
         e

@@ -11,9 +11,8 @@ pub const GADGET_CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixture
 /// The product CRDs generated from sb-core (`/work/main/crds` in the repo).
 pub fn product_crds() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut out: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     out.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
     out.sort();
     out
@@ -39,7 +38,9 @@ pub fn kubectl_path() -> PathBuf {
     let out = std::process::Command::new("which").arg("kubectl").output();
     match out {
         Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
-        _ => panic!("kubectl not found on PATH: these conformance tests drive the real kubectl binary (v1.32); install it"),
+        _ => panic!(
+            "kubectl not found on PATH: these conformance tests drive the real kubectl binary (v1.32); install it"
+        ),
     }
 }
 
@@ -70,7 +71,12 @@ pub fn kubectl(server: &TestServer, user: &str, args: &[&str]) -> Output {
 /// Runs kubectl and asserts success, returning stdout.
 pub fn kubectl_ok(server: &TestServer, user: &str, args: &[&str]) -> String {
     let out = kubectl(server, user, args);
-    assert!(out.status.success(), "kubectl {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
