@@ -22,6 +22,12 @@ pub struct CrdSchema {
     root: node::Node,
 }
 
+// The server shares compiled schemas between request tasks.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<CrdSchema>();
+};
+
 impl CrdSchema {
     /// Compiles a schema; a non-structural schema or an uncompilable CEL rule is refused
     /// with field paths relative to the schema, e.g. `properties[spec].type` (the caller

@@ -337,6 +337,7 @@ fn push_seg(out: &mut String, seg: &str) {
 impl Node {
     /// The schema type name used as the "bad value" of CEL errors.
     pub fn type_name(&self) -> &str {
-        self.ty.as_deref().unwrap_or(if self.int_or_string { "integer" } else { "object" })
+        // int-or-string and untyped (preserve-unknown-fields) nodes have no type.
+        self.ty.as_deref().unwrap_or_default()
     }
 }

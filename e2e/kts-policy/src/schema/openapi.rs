@@ -145,7 +145,11 @@ fn string(node: &Node, s: &str, value: &Value, w: &mut Walk<'_>) {
 /// The string formats of kube-openapi's registry that CRDs use; others are accepted.
 fn format_ok(format: &str, s: &str) -> bool {
     match format {
-        "date-time" | "datetime" => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
+        // strfmt also accepts a local time without offset.
+        "date-time" | "datetime" => {
+            chrono::DateTime::parse_from_rfc3339(s).is_ok()
+                || chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+        }
         "date" => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok(),
         "byte" => base64::engine::general_purpose::STANDARD.decode(s).is_ok(),
         "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
