@@ -30,7 +30,9 @@ pub enum IdentityError {
     #[error("cannot read identity file {path} ({ENV_IDENTITY_FILE}): {source}")]
     Unreadable { path: PathBuf, source: std::io::Error },
     // Only the position is reported: serde's message may quote the offending (secret) text.
-    #[error("identity file {path} ({ENV_IDENTITY_FILE}) is not a valid identity.json: {category} error at line {line}, column {column}")]
+    #[error(
+        "identity file {path} ({ENV_IDENTITY_FILE}) is not a valid identity.json: {category} error at line {line}, column {column}"
+    )]
     Malformed { path: PathBuf, category: &'static str, line: usize, column: usize },
     #[error("identity file {path} ({ENV_IDENTITY_FILE}) has an empty {field}")]
     EmptyField { path: PathBuf, field: &'static str },

@@ -74,10 +74,36 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     })
 }
 
-/// JSON logs on stdout, filtered by `RUST_LOG` (default `info`).
+/// Dependencies that can log HTTP traffic at debug/trace level; they are capped at `info`
+/// whatever `RUST_LOG` says, so no log line can carry a request or response body.
+const CHATTY_DEPENDENCIES: &[&str] = &[
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+    "rustify",
+    "vaultrs",
+    "aws_smithy_runtime",
+    "aws_smithy_http_client",
+    "aws_sdk_secretsmanager",
+    "aws_config",
+];
+
+/// JSON logs on stdout, filtered by `RUST_LOG` (default `info`), one line per job step.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).try_init();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    for target in CHATTY_DEPENDENCIES {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_span_list(false)
+        .try_init();
 }
 
 async fn wait_for_signal() {

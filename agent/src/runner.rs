@@ -99,10 +99,9 @@ impl Agent {
             }
         }
         info!(in_flight = running.len(), "shutting down: no more claims, finishing in-flight jobs");
-        let drained = tokio::time::timeout(self.options.shutdown_grace, async {
-            while running.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(self.options.shutdown_grace, async { while running.join_next().await.is_some() {} })
+                .await;
         if drained.is_err() {
             let _ = abort_tx.send(true);
             while running.join_next().await.is_some() {}
@@ -112,7 +111,13 @@ impl Agent {
     }
 }
 
-async fn run_job(job: ClaimedJob, client: &OperatorClient, executor: &Executor, metrics: &Metrics, mut abort: watch::Receiver<bool>) {
+async fn run_job(
+    job: ClaimedJob,
+    client: &OperatorClient,
+    executor: &Executor,
+    metrics: &Metrics,
+    mut abort: watch::Receiver<bool>,
+) {
     let kind = kind_of(&job.payload);
     let started = Instant::now();
     info!(job_id = %job.job_id, kind, attempt = job.attempt, step = "claimed", "running job");

@@ -74,7 +74,8 @@ impl PageSink for NoPages {
 }
 
 fn executor(aws: impl Provider + 'static, page_size: u32) -> Executor {
-    let named = NamedProvider { name: "aws".into(), scope: Scope::new(vec!["agent-test/".into()]), backend: Arc::new(aws) };
+    let named =
+        NamedProvider { name: "aws".into(), scope: Scope::new(vec!["agent-test/".into()]), backend: Arc::new(aws) };
     Executor::new("edge".into(), derive_agent_keypair(b"aws-agent"), vec![named], page_size)
 }
 

@@ -29,7 +29,10 @@ fn text(values: &BTreeMap<String, SecretValue>) -> BTreeMap<String, String> {
 async fn read_returns_only_the_selected_keys_and_reports_missing_ones() {
     let (vault, _token) = common::vault().await;
     let path = common::unique("agent-test/read");
-    vault.merge_write(&path, write(&[("user", "admin"), ("password", "pw-1"), ("host", "db")], &[], None)).await.unwrap();
+    vault
+        .merge_write(&path, write(&[("user", "admin"), ("password", "pw-1"), ("host", "db")], &[], None))
+        .await
+        .unwrap();
 
     let read = vault.read(&path, &["password".into(), "port".into()]).await.unwrap();
     assert_eq!(text(&read.values), BTreeMap::from([("password".into(), "pw-1".into())]));
@@ -140,7 +143,9 @@ async fn a_concurrent_change_between_get_and_put_fails_the_patch_instead_of_over
     let key = derive_agent_keypair(b"cas-test-agent-secret");
     let exec = executor("edge", "vault", Arc::new(hooked), derive_agent_keypair(b"cas-test-agent-secret"), 10);
 
-    let outcome = exec.execute(&claimed(JobPayload::Patch(patch_job(&key, &path, &[("password", "from-the-patch")]))), &NoPages).await;
+    let outcome = exec
+        .execute(&claimed(JobPayload::Patch(patch_job(&key, &path, &[("password", "from-the-patch")]))), &NoPages)
+        .await;
     let JobOutcome::Failed(failure) = outcome else { panic!("patch must fail: {outcome:?}") };
     assert_eq!(failure.reason, "VersionConflict");
     assert!(!failure.retryable);
@@ -204,7 +209,8 @@ async fn discovery_pages_through_more_than_100_secrets_with_their_custom_metadat
     for i in 0..105 {
         let path = format!("{root}{}svc-{i:03}", if i % 2 == 0 { "" } else { "nested/" });
         vaultrs::kv2::set(&raw, "secret", &path, &HashMap::from([("value", "secret-canary")])).await.unwrap();
-        let labels = HashMap::from([("owner".to_owned(), format!("team {i}")), ("env".to_owned(), "prod/eu".to_owned())]);
+        let labels =
+            HashMap::from([("owner".to_owned(), format!("team {i}")), ("env".to_owned(), "prod/eu".to_owned())]);
         vaultrs::kv2::set_metadata(
             &raw,
             "secret",

@@ -45,7 +45,14 @@ impl Executor {
                         warn!(job_id, target, step = "page", page = pages, "{err}");
                         return failed("OperatorUnavailable", format!("could not deliver page {pages}: {err}"), true);
                     }
-                    info!(job_id, target, step = "page", page = pages, entries = page.entries.len(), "sent a catalog page");
+                    info!(
+                        job_id,
+                        target,
+                        step = "page",
+                        page = pages,
+                        entries = page.entries.len(),
+                        "sent a catalog page"
+                    );
                     total += page.entries.len() as u64;
                     pages += 1;
                 }
@@ -60,7 +67,11 @@ impl Executor {
     }
 }
 
-async fn deliver(sink: &dyn PageSink, job_id: &str, page: &CatalogPage) -> Result<(), crate::transport::TransportError> {
+async fn deliver(
+    sink: &dyn PageSink,
+    job_id: &str,
+    page: &CatalogPage,
+) -> Result<(), crate::transport::TransportError> {
     let mut backoff = Backoff::new(std::time::Duration::from_millis(200), std::time::Duration::from_secs(5));
     let mut attempt = 1;
     loop {

@@ -72,9 +72,9 @@ impl Executor {
         if agent != self.agent_id {
             return Err(out_of_scope(format!("job targets agent {agent:?}, this agent is {:?}", self.agent_id)));
         }
-        self.providers
-            .get(provider)
-            .ok_or_else(|| out_of_scope(format!("provider {provider:?} is not configured on agent {:?}", self.agent_id)))
+        self.providers.get(provider).ok_or_else(|| {
+            out_of_scope(format!("provider {provider:?} is not configured on agent {:?}", self.agent_id))
+        })
     }
 }
 

@@ -29,7 +29,8 @@ pub struct AwsSecretsManager {
 impl AwsSecretsManager {
     /// Builds the SDK client on the one TLS stack of the agent (rustls 0.23 + ring).
     pub async fn connect(config: &AwsConfig) -> Result<Self, ProviderError> {
-        let http = aws_smithy_http_client::Builder::new().tls_provider(TlsProvider::Rustls(CryptoMode::Ring)).build_https();
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(TlsProvider::Rustls(CryptoMode::Ring)).build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .http_client(http);
@@ -154,7 +155,12 @@ impl Provider for AwsSecretsManager {
         Ok(result?.unwrap_or(token))
     }
 
-    async fn list(&self, prefix: &str, page_token: Option<&str>, page_size: u32) -> Result<MetadataPage, ProviderError> {
+    async fn list(
+        &self,
+        prefix: &str,
+        page_token: Option<&str>,
+        page_size: u32,
+    ) -> Result<MetadataPage, ProviderError> {
         let mut request = self
             .client
             .list_secrets()
@@ -201,7 +207,9 @@ where
         "AccessDeniedException" | "UnrecognizedClientException" | "InvalidSignatureException" => {
             ProviderError::Denied(text)
         }
-        "InvalidRequestException" | "InvalidParameterException" | "ResourceExistsException" => ProviderError::Config(text),
+        "InvalidRequestException" | "InvalidParameterException" | "ResourceExistsException" => {
+            ProviderError::Config(text)
+        }
         _ => ProviderError::Unavailable(text),
     }
 }

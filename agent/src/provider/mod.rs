@@ -141,7 +141,10 @@ pub async fn build_all(configs: &[ProviderConfig]) -> Result<Vec<NamedProvider>,
 
 /// Keeps the requested keys of `all` (every key when `keys` is empty); the rest are dropped
 /// (and wiped) here.
-pub(crate) fn select_keys(mut all: BTreeMap<String, SecretValue>, keys: &[String]) -> (BTreeMap<String, SecretValue>, Vec<String>) {
+pub(crate) fn select_keys(
+    mut all: BTreeMap<String, SecretValue>,
+    keys: &[String],
+) -> (BTreeMap<String, SecretValue>, Vec<String>) {
     if keys.is_empty() {
         return (all, Vec::new());
     }

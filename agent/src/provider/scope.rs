@@ -29,7 +29,10 @@ impl Scope {
         if self.prefixes.iter().any(|p| reference.starts_with(p.as_str())) {
             Ok(())
         } else {
-            Err(ScopeError(format!("reference {reference:?} is outside this agent's allowed prefixes {:?}", self.prefixes)))
+            Err(ScopeError(format!(
+                "reference {reference:?} is outside this agent's allowed prefixes {:?}",
+                self.prefixes
+            )))
         }
     }
 
@@ -53,7 +56,10 @@ impl Scope {
             }
         }
         if out.is_empty() {
-            return Err(ScopeError(format!("path prefix {wanted:?} is outside this agent's allowed prefixes {:?}", self.prefixes)));
+            return Err(ScopeError(format!(
+                "path prefix {wanted:?} is outside this agent's allowed prefixes {:?}",
+                self.prefixes
+            )));
         }
         out.sort();
         Ok(out)

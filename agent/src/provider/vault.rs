@@ -140,7 +140,12 @@ impl Provider for VaultKv2 {
         }
     }
 
-    async fn list(&self, prefix: &str, page_token: Option<&str>, page_size: u32) -> Result<MetadataPage, ProviderError> {
+    async fn list(
+        &self,
+        prefix: &str,
+        page_token: Option<&str>,
+        page_size: u32,
+    ) -> Result<MetadataPage, ProviderError> {
         let all = self.list_all(prefix).await?;
         // The page token is the last reference sent: robust against secrets added meanwhile.
         let rest: Vec<&String> = all.iter().filter(|r| page_token.is_none_or(|after| r.as_str() > after)).collect();
@@ -165,7 +170,10 @@ impl Provider for VaultKv2 {
 }
 
 async fn login(client: &VaultClient, auth: &VaultAuth) -> Result<String, ProviderError> {
-    let secret = |env: &Option<String>, file: &Option<std::path::PathBuf>, what: &str| -> Result<Zeroizing<String>, ProviderError> {
+    let secret = |env: &Option<String>,
+                  file: &Option<std::path::PathBuf>,
+                  what: &str|
+     -> Result<Zeroizing<String>, ProviderError> {
         if let Some(var) = env {
             return std::env::var(var)
                 .map(Zeroizing::new)

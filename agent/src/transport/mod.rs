@@ -22,7 +22,9 @@ use zeroize::Zeroizing;
 pub enum EndpointError {
     #[error("operator URL {0:?} is not a valid URL")]
     Invalid(String),
-    #[error("plain http to the operator is refused ({0}); use https, or --insecure-loopback for a demo operator on 127.0.0.1")]
+    #[error(
+        "plain http to the operator is refused ({0}); use https, or --insecure-loopback for a demo operator on 127.0.0.1"
+    )]
     PlainHttp(String),
     #[error("--insecure-loopback only allows http://127.0.0.1 or http://[::1], not {0:?}")]
     NotLoopback(String),
@@ -94,11 +96,13 @@ impl OperatorClient {
             builder.tls_backend_preconfigured(tls).https_only(true)
         } else {
             // Loopback demo: no TLS at all, but still a client that cannot be redirected away.
-            let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| EndpointError::Client(e.to_string()))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
+            let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| EndpointError::Client(e.to_string()))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
             builder.tls_backend_preconfigured(tls)
         };
         let http = builder.build().map_err(|e| EndpointError::Client(e.to_string()))?;
@@ -126,7 +130,12 @@ impl OperatorClient {
         self.post::<_, serde_json::Value>(&catalog_page_path(job_id), body, Duration::from_secs(30)).await.map(|_| ())
     }
 
-    async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B, timeout: Duration) -> Result<R, TransportError> {
+    async fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<R, TransportError> {
         let url = self.base.join(path).map_err(|e| TransportError::Decode(e.to_string()))?;
         let response = self
             .http

@@ -3,8 +3,8 @@
 //! whose key is not the pinned one is refused before any request is written.
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -21,6 +21,18 @@ pub enum TlsSetupError {
     NoPin,
     #[error("the SPKI pin is not base64 of 32 bytes (SHA-256)")]
     BadPin,
+}
+
+/// The operator presented a certificate whose key is not the pinned one.
+#[derive(thiserror::Error)]
+#[error("the operator's certificate key does not match the SPKI pin (spkiSha256 / --spki-pin)")]
+pub struct PinMismatch;
+
+// rustls shows verifier errors with `Debug`; make that the readable message too.
+impl std::fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Installs ring as the process-wide rustls provider; harmless when already installed.
@@ -43,7 +55,9 @@ impl PinnedVerifier {
         if digest.as_slice() == self.pin {
             Ok(())
         } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
+                PinMismatch,
+            )))))
         }
     }
 }
@@ -95,11 +109,8 @@ pub fn spki_pin_of(cert_der: &[u8]) -> Option<String> {
 pub fn client_config(ca_pem: Option<&str>, pin: Option<&str>) -> Result<ClientConfig, TlsSetupError> {
     let ca_pem = ca_pem.ok_or(TlsSetupError::NoCa)?;
     let pin = pin.ok_or(TlsSetupError::NoPin)?;
-    let pin: [u8; 32] = STANDARD
-        .decode(pin.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or(TlsSetupError::BadPin)?;
+    let pin: [u8; 32] =
+        STANDARD.decode(pin.trim()).ok().and_then(|b| b.try_into().ok()).ok_or(TlsSetupError::BadPin)?;
     let mut roots = RootCertStore::empty();
     let mut reader = ca_pem.as_bytes();
     for cert in rustls_pemfile::certs(&mut reader) {

@@ -34,7 +34,9 @@ async fn require(url: &str, what: &str, service: &str) {
     sb_agent::transport::install_crypto_provider();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("http client");
     if let Err(err) = client.get(url).send().await.and_then(|r| r.error_for_status()) {
-        panic!("{what} is not reachable at {url}: {err}\n  start it with `scripts/services.sh up {service}` (tests never skip)");
+        panic!(
+            "{what} is not reachable at {url}: {err}\n  start it with `scripts/services.sh up {service}` (tests never skip)"
+        );
     }
 }
 
