@@ -4,6 +4,7 @@
 //! primitives. It opens no socket, talks to no database and carries no Kubernetes client:
 //! the agent and the plugin depend on it, and CI checks the boundary with `cargo tree`.
 
+pub mod binding;
 pub mod crd;
 pub mod protocol;
 pub mod seal;

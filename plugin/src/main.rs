@@ -1,13 +1,54 @@
-//! `kubectl-sb`: the kubectl plugin developers and approvers use.
+//! `kubectl-sb`: the kubectl plugin developers and approvers use. Installed also as
+//! `kubectl-approve`, it behaves as `kubectl sb approve` (so `kubectl approve srr/x` works).
 
 use clap::Parser;
+use kubectl_sb::cli::{Cli, Command};
+use kubectl_sb::context::Ctx;
+use kubectl_sb::{commands, error::PluginError};
+use std::ffi::OsString;
+use std::process::ExitCode;
 
-/// Secrets Bridge kubectl plugin: request, approve and reveal secret reads and patches.
-#[derive(Parser, Debug)]
-#[command(name = "kubectl-sb", version, about)]
-struct Cli {}
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(arguments(std::env::args_os().collect()));
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("kubectl-sb: the commands are not built yet (see the plugin issue)")
+/// Under the name `kubectl-approve` the binary is `kubectl sb approve`.
+fn arguments(mut args: Vec<OsString>) -> Vec<OsString> {
+    let invoked_as = args
+        .first()
+        .and_then(|argv0| std::path::Path::new(argv0).file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if invoked_as == "kubectl-approve" {
+        args.insert(1, OsString::from("approve"));
+    }
+    args
+}
+
+async fn run(cli: Cli) -> Result<(), PluginError> {
+    let ctx = Ctx::connect(&cli.connect).await?;
+    match cli.command {
+        Command::Read(args) => commands::read::run(&ctx, args).await,
+        Command::Approve(args) => commands::approve::run(&ctx, args, sb_core::crd::Decision::Approve).await,
+        Command::Deny(args) => commands::approve::run(&ctx, args, sb_core::crd::Decision::Deny).await,
+        Command::Reveal(args) => commands::reveal::run(&ctx, args).await,
+        Command::Patch(args) => commands::patch::run(&ctx, args).await,
+        Command::Status(args) => commands::status::run(&ctx, args).await,
+        Command::Discover(args) => commands::discover::run(&ctx, args).await,
+        Command::Catalog(args) => commands::discover::catalog(&ctx, args).await,
+    }
 }

@@ -1,0 +1,241 @@
+//! The command line: every subcommand with an example in its `--help`.
+
+use crate::context::ConnectArgs;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Secrets Bridge: read, patch and approve secrets held outside the cluster.
+#[derive(Parser, Debug)]
+#[command(name = "kubectl sb", bin_name = "kubectl sb", version, about)]
+#[command(after_help = "Examples:
+  kubectl sb read edge/vault:team-a/db --key password --reason \"INC-4211: rotate reporting job\"
+  kubectl sb approve srr/db-x7k2p --reason \"matches INC-4211\"
+  kubectl sb reveal db-x7k2p -o env
+  kubectl sb patch edge/vault:team-a/db password=@new-password.txt --reason \"quarterly rotation\"
+  kubectl sb status -w")]
+pub struct Cli {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Ask to read keys of a secret; the value is sealed to a key only you hold.
+    #[command(after_help = "Examples:
+  kubectl sb read edge/vault:team-a/db --key password --reason \"INC-4211: rotate reporting job\"
+  kubectl sb read edge/aws:prod/team-a-api -n team-a --reason \"debug login\" --wait --timeout 15m")]
+    Read(ReadArgs),
+    /// Approve a read request or a patch (you cannot approve your own).
+    #[command(after_help = "Examples:
+  kubectl sb approve srr/db-x7k2p --reason \"matches INC-4211\"
+  kubectl sb approve secretpatch/rotate-db -n team-a --reason \"change CHG-881 approved\"
+  kubectl approve sp/rotate-db --reason \"ok\"          # same command, via the kubectl-approve name")]
+    Approve(DecideArgs),
+    /// Deny a read request or a patch; one denial ends it.
+    #[command(after_help = "Example:
+  kubectl sb deny srr/db-x7k2p --reason \"no ticket for this\"")]
+    Deny(DecideArgs),
+    /// Open a delivered read once: prints the values, then deletes the delivery and your key.
+    #[command(after_help = "Examples:
+  kubectl sb reveal db-x7k2p                    # KEY='value' lines
+  kubectl sb reveal db-x7k2p -o json --to creds.json   # written 0600, nothing printed")]
+    Reveal(RevealArgs),
+    /// Change keys of a secret with values sealed to the agent (never typed on the command line).
+    #[command(after_help = "Examples:
+  kubectl sb patch edge/vault:team-a/db password=@new-password.txt --reason \"quarterly rotation\"
+  pwgen 32 1 | tr -d '\\n' | kubectl sb patch edge/vault:team-a/db password=- --delete old_password --reason \"rotation\"
+  kubectl sb patch edge/vault:team-a/db password=@pw.txt --name rotate-db --reason \"rotation\" --dry-run -o yaml > rotate-db.yaml
+
+Values are read byte for byte from the file or from stdin. `KEY=value` is refused: a value
+on the command line lands in shell history and is visible to other users through `ps`.")]
+    Patch(PatchArgs),
+    /// List read requests and patches with phase, approvals and age; -w follows them.
+    #[command(after_help = "Examples:
+  kubectl sb status
+  kubectl sb status -w srr/db-x7k2p")]
+    Status(StatusArgs),
+    /// List the metadata (never values) of secrets under a prefix, once or on a schedule.
+    #[command(after_help = "Example:
+  kubectl sb discover edge/vault --prefix team-a/ --every 6h")]
+    Discover(DiscoverArgs),
+    /// List the discovered secrets (the catalog), optionally filtered by label.
+    #[command(after_help = "Examples:
+  kubectl sb catalog
+  kubectl sb catalog -l owner=payments     # short for catalog.secrets-bridge.io/owner=payments")]
+    Catalog(CatalogArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// The secret: <agent>/<provider>:<ref>, e.g. edge/vault:team-a/db.
+    pub target: String,
+    /// A key to read (repeat for several; none means every key).
+    #[arg(long = "key", short = 'k', value_name = "KEY")]
+    pub keys: Vec<String>,
+    /// Why you need the value; approvers see it and the audit log keeps it.
+    #[arg(long)]
+    pub reason: String,
+    /// Name of the request (default: generated from the ref).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How long the sealed delivery waits for you before it is deleted, e.g. 15m.
+    #[arg(long, value_parser = parse_duration, default_value = "15m")]
+    pub ttl: Duration,
+    /// Keep the delivery until it expires instead of deleting it on the first reveal.
+    #[arg(long)]
+    pub until_expiry: bool,
+    /// Follow the request until it is delivered (or denied, failed, expired).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait follows the request, e.g. 10m.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct DecideArgs {
+    /// The request: <kind>/<name> with kind srr, secretreadrequest, sp or secretpatch.
+    pub object: String,
+    /// Why you decide so; recorded with your decision.
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RevealFormat {
+    /// KEY='value' lines, shell-quoted.
+    Env,
+    /// One JSON object of key to value.
+    Json,
+    /// One YAML mapping of key to value.
+    Yaml,
+    /// The bare value (only when the delivery holds exactly one key).
+    Raw,
+}
+
+#[derive(Args, Debug)]
+pub struct RevealArgs {
+    /// Name of the read request.
+    pub name: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "env")]
+    pub format: RevealFormat,
+    /// Write the values to this file (created 0600) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub to: Option<PathBuf>,
+    /// How long to wait for the delivery when it is not there yet, e.g. 5m.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ManifestFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct PatchArgs {
+    /// The secret: <agent>/<provider>:<ref>.
+    pub target: String,
+    /// New values as KEY=@FILE or KEY=- (stdin). Never KEY=value.
+    #[arg(value_name = "KEY=@FILE|KEY=-")]
+    pub values: Vec<String>,
+    /// A key to remove (repeat for several).
+    #[arg(long = "delete", value_name = "KEY")]
+    pub delete: Vec<String>,
+    /// Why the change is needed; approvers see it and the audit log keeps it.
+    #[arg(long)]
+    pub reason: String,
+    /// Name of the SecretPatch (default: generated). The sealed values are bound to it.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Apply only if the provider's current version is this one.
+    #[arg(long, value_name = "VERSION")]
+    pub expected_version: Option<String>,
+    /// Print the manifest instead of creating it (safe to commit: values are sealed).
+    #[arg(long, num_args = 0..=1, default_missing_value = "client", value_name = "client")]
+    pub dry_run: Option<String>,
+    /// Print the object as yaml or json.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<ManifestFormat>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// One request to show: <kind>/<name> (default: every read request and patch).
+    pub object: Option<String>,
+    /// Follow changes (until the one request finishes, or Ctrl-C / --timeout).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// How long -w follows, e.g. 30m.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct DiscoverArgs {
+    /// <agent>/<provider>, e.g. edge/vault.
+    pub source: String,
+    /// Only secrets whose reference starts with this prefix.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Run again at this interval (e.g. 30m, 6h); default once.
+    #[arg(long, value_name = "INTERVAL")]
+    pub every: Option<String>,
+    /// Name of the DiscoveryJob (default: generated).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CatalogArgs {
+    /// Label selector; a key without '/' means catalog.secrets-bridge.io/<key>.
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
+}
+
+/// `90s`, `15m`, `2h`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 15m or 2h"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => return Err(format!("{text:?} is not a duration like 90s, 15m or 2h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_has_an_example_in_its_help() {
+        let mut cli = Cli::command();
+        for sub in cli.get_subcommands_mut() {
+            let help = sub.render_long_help().to_string();
+            assert!(help.contains("kubectl sb") || help.contains("kubectl approve"), "{}: {help}", sub.get_name());
+            assert!(help.contains("Example"), "{}", sub.get_name());
+        }
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("soon").is_err());
+    }
+}
