@@ -4,106 +4,25 @@
 
 mod common;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
+use common::fake_operator::{AGENT_SECRET, Operator, fake_operator, wait_until};
 use common::tls_server::{TestPki, serve};
 use sb_agent::provider::{MergeWrite, Provider};
 use sb_core::crd::TargetRef;
-use sb_core::protocol::{
-    CLAIM_PATH, ClaimRequest, ClaimResponse, ClaimedJob, CompleteRequest, CompleteResponse, HEARTBEAT_PATH,
-    HeartbeatRequest, HeartbeatResponse, JobOutcome, JobPayload, JobResult, ReadJob,
-};
+use sb_core::protocol::{ClaimedJob, JobOutcome, JobPayload, JobResult, ReadJob};
 use sb_core::seal::{Aad, KeyPair, Purpose, SecretValue, derive_agent_keypair, open};
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-const AGENT_SECRET: &str = "loop-test-agent-secret-0123456789abcdef";
-
-#[derive(Default)]
-struct Operator {
-    heartbeats: Mutex<Vec<HeartbeatRequest>>,
-    queue: Mutex<Vec<ClaimedJob>>,
-    claims: Mutex<Vec<ClaimRequest>>,
-    completions: Mutex<Vec<(String, CompleteRequest)>>,
-    unauthenticated: Mutex<u32>,
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn authorised(op: &Operator, headers: &HeaderMap) -> bool {
-    let ok = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {AGENT_SECRET}"));
-    if !ok {
-        *op.unauthenticated.lock().unwrap() += 1;
-    }
-    ok
-}
-
-fn fake_operator(state: Arc<Operator>) -> Router {
-    Router::new()
-        .route(
-            HEARTBEAT_PATH,
-            post(
-                |State(op): State<Arc<Operator>>, headers: HeaderMap, Json(body): Json<HeartbeatRequest>| async move {
-                    if !authorised(&op, &headers) {
-                        return Err(StatusCode::UNAUTHORIZED);
-                    }
-                    op.heartbeats.lock().unwrap().push(body);
-                    Ok(Json(HeartbeatResponse {
-                        agent_id: "edge".into(),
-                        server_time: chrono::Utc::now(),
-                        heartbeat_interval_seconds: 1,
-                        registered_providers: vec![],
-                    }))
-                },
-            ),
-        )
-        .route(
-            CLAIM_PATH,
-            post(|State(op): State<Arc<Operator>>, headers: HeaderMap, Json(body): Json<ClaimRequest>| async move {
-                if !authorised(&op, &headers) {
-                    return Err(StatusCode::UNAUTHORIZED);
-                }
-                assert!(body.wait_seconds <= 30 && body.max_jobs >= 1);
-                op.claims.lock().unwrap().push(body.clone());
-                let jobs: Vec<ClaimedJob> = {
-                    let mut queue = op.queue.lock().unwrap();
-                    let n = queue.len().min(body.max_jobs as usize);
-                    queue.drain(..n).collect()
-                };
-                if jobs.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Ok(Json(ClaimResponse { jobs }))
-            }),
-        )
-        .route(
-            "/v1/agent/jobs/{id}/complete",
-            post(
-                |State(op): State<Arc<Operator>>,
-                 Path(id): Path<String>,
-                 headers: HeaderMap,
-                 Json(body): Json<CompleteRequest>| async move {
-                    if !authorised(&op, &headers) {
-                        return Err(StatusCode::UNAUTHORIZED);
-                    }
-                    op.completions.lock().unwrap().push((id.clone(), body));
-                    Ok(Json(CompleteResponse { job_id: id, duplicate: false }))
-                },
-            ),
-        )
-        .with_state(state)
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..150 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 #[tokio::test]
@@ -153,6 +72,7 @@ async fn the_agent_heartbeats_claims_a_read_and_completes_it_sealed() {
         common::vault_addr(),
         token.path().display()
     ));
+    let health = format!("127.0.0.1:{}", free_port());
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sb-agent"))
         .env_remove("SB_IDENTITY_FILE")
         .env("SB_AGENT_ID", "edge")
@@ -160,7 +80,7 @@ async fn the_agent_heartbeats_claims_a_read_and_completes_it_sealed() {
         .env("RUST_LOG", "trace")
         .args(["--config", config.path().to_str().unwrap()])
         .args(["--operator-url", &server.url, "--ca-file", ca.path().to_str().unwrap(), "--spki-pin", &pki.pin])
-        .args(["--health-addr", "127.0.0.1:0", "--claim-wait-seconds", "1"])
+        .args(["--health-addr", &health, "--claim-wait-seconds", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -170,6 +90,15 @@ async fn the_agent_heartbeats_claims_a_read_and_completes_it_sealed() {
 
     wait_until("a heartbeat", || !state.heartbeats.lock().unwrap().is_empty()).await;
     wait_until("the completion", || !state.completions.lock().unwrap().is_empty()).await;
+
+    // The loopback health listener reflects what happened.
+    assert_eq!(get(&format!("http://{health}/healthz")).await.0, 200);
+    assert_eq!(get(&format!("http://{health}/readyz")).await.0, 200, "ready after a heartbeat");
+    let (status, metrics) = get(&format!("http://{health}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains(r#"sb_agent_jobs_total{kind="read",outcome="succeeded"} 1"#), "{metrics}");
+    assert!(metrics.contains("sb_agent_job_duration_seconds_count{kind=\"read\"} 1"), "{metrics}");
+    assert!(metrics.contains("sb_agent_heartbeat_failures_total 0"), "{metrics}");
 
     // SIGTERM: the agent stops claiming and exits cleanly.
     let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();

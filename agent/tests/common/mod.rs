@@ -2,6 +2,7 @@
 //! and a local TLS server with rcgen certificates.
 #![allow(dead_code)]
 
+pub mod fake_operator;
 pub mod tls_server;
 
 use sb_agent::config::{AwsConfig, AwsStaticCredentials, VaultAuth, VaultConfig};

@@ -1,0 +1,105 @@
+//! Shutdown in-process: once shutdown begins the agent claims nothing more, lets a short
+//! in-flight job finish, and releases a long one as a retryable failure within the grace.
+
+mod common;
+
+use async_trait::async_trait;
+use common::fake_operator::{AGENT_SECRET, Operator, fake_operator, wait_until};
+use common::tls_server::{TestPki, serve};
+use sb_agent::identity::Identity;
+use sb_agent::jobs::Executor;
+use sb_agent::metrics::Metrics;
+use sb_agent::provider::{MergeWrite, MetadataPage, NamedProvider, Provider, ProviderError, ReadResult, Scope};
+use sb_agent::runner::{Agent, LoopOptions};
+use sb_agent::transport::OperatorClient;
+use sb_core::crd::TargetRef;
+use sb_core::protocol::{ClaimedJob, JobOutcome, JobPayload, ReadJob};
+use sb_core::seal::{KeyPair, derive_agent_keypair};
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Reads take as many milliseconds as the reference's last segment says.
+struct SlowProvider;
+
+#[async_trait]
+impl Provider for SlowProvider {
+    async fn health(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    async fn read(&self, reference: &str, _: &[String]) -> Result<ReadResult, ProviderError> {
+        let millis: u64 = reference.rsplit('/').next().unwrap().parse().unwrap();
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok(ReadResult::default())
+    }
+    async fn merge_write(&self, _: &str, _: MergeWrite) -> Result<String, ProviderError> {
+        unreachable!("no writes in this test")
+    }
+    async fn list(&self, _: &str, _: Option<&str>, _: u32) -> Result<MetadataPage, ProviderError> {
+        unreachable!("no listing in this test")
+    }
+}
+
+fn read_job(id: &str, millis: u64) -> ClaimedJob {
+    ClaimedJob {
+        job_id: id.into(),
+        lease_token: format!("lease-{id}"),
+        lease_expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+        attempt: 1,
+        payload: JobPayload::Read(ReadJob {
+            object_uid: "uid".into(),
+            namespace: "ns".into(),
+            name: id.into(),
+            target: TargetRef {
+                agent: "edge".into(),
+                provider: "slow".into(),
+                reference: format!("slow/{millis}"),
+                keys: vec![],
+            },
+            recipient: KeyPair::generate().public.to_base64(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn shutdown_stops_claiming_finishes_short_jobs_and_releases_long_ones() {
+    let state = Arc::new(Operator::default());
+    state.queue.lock().unwrap().extend([read_job("short", 300), read_job("long", 60_000)]);
+    let pki = TestPki::generate();
+    let server = serve(&pki, fake_operator(state.clone())).await;
+    let identity = Identity {
+        agent_id: "edge".into(),
+        secret: Zeroizing::new(AGENT_SECRET.into()),
+        operator_url: server.url.clone(),
+        ca_pem: Some(pki.ca_pem.clone()),
+        spki_pin: Some(pki.pin.clone()),
+        source: "test",
+    };
+    let slow =
+        NamedProvider { name: "slow".into(), scope: Scope::new(vec!["slow/".into()]), backend: Arc::new(SlowProvider) };
+    let agent = Agent {
+        client: Arc::new(OperatorClient::new(&identity, false).unwrap()),
+        executor: Arc::new(Executor::new("edge".into(), derive_agent_keypair(AGENT_SECRET.as_bytes()), vec![slow], 10)),
+        metrics: Arc::new(Metrics::new()),
+        options: LoopOptions {
+            max_concurrent_jobs: 4,
+            claim_wait_seconds: 1,
+            heartbeat_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(2),
+        },
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(agent.run(stopped));
+    wait_until("both jobs claimed", || state.queue.lock().unwrap().is_empty()).await;
+    let claims_before = state.claims.lock().unwrap().len();
+    stop.send(true).unwrap();
+
+    tokio::time::timeout(Duration::from_secs(10), running).await.expect("stops within the grace").unwrap();
+    assert!(state.claims.lock().unwrap().len() <= claims_before + 1, "no claims after shutdown began");
+    let completions = state.completions.lock().unwrap().clone();
+    let outcome = |id: &str| completions.iter().find(|(job, _)| job == id).map(|(_, c)| c.outcome.clone());
+    assert!(matches!(outcome("short"), Some(JobOutcome::Succeeded(_))), "{completions:?}");
+    let Some(JobOutcome::Failed(released)) = outcome("long") else { panic!("long job not released: {completions:?}") };
+    assert_eq!(released.reason, "AgentShutdown");
+    assert!(released.retryable, "a released job must be retryable");
+}
