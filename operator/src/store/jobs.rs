@@ -1,17 +1,14 @@
-//! The job queue: idempotent enqueue, leased claims, completion and the one-time hand-off of
-//! results. Payloads and results are envelope-encrypted per row (see [`crate::kms`]).
+//! The job queue: idempotent enqueue, job metadata, and the one-time hand-off of results
+//! (claims and completions are in `lease.rs`). Payloads and results are envelope-encrypted
+//! per row (see [`crate::kms`]).
 
-use super::{Backend, Store, StoreError, from_millis, now_millis};
+use super::{Store, StoreError, from_millis, now_millis};
 use crate::audit::{self, AuditEvent, AuditObject};
 use crate::kms::{SealedColumn, open_column, seal_column};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use rand::RngCore;
-use sb_core::protocol::{ClaimedJob, CompleteRequest, CompleteResponse, JobOutcome, JobPayload, JobResult};
+use sb_core::protocol::{JobOutcome, JobPayload};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// What a job does; mirrors [`JobPayload`].
@@ -31,7 +28,7 @@ impl JobKind {
         }
     }
 
-    fn parse(text: &str) -> Self {
+    pub(super) fn parse(text: &str) -> Self {
         match text {
             "Read" => Self::Read,
             "Patch" => Self::Patch,
@@ -69,7 +66,7 @@ impl JobState {
         }
     }
 
-    fn parse(text: &str) -> Self {
+    pub(super) fn parse(text: &str) -> Self {
         match text {
             "Queued" => Self::Queued,
             "Leased" => Self::Leased,
@@ -136,26 +133,26 @@ pub struct JobCompletion {
     pub state: JobState,
 }
 
-fn payload_context(job_id: &str) -> String {
+pub(super) fn payload_context(job_id: &str) -> String {
     format!("sb/jobs/{job_id}/payload")
 }
 
-fn result_context(job_id: &str) -> String {
+pub(super) fn result_context(job_id: &str) -> String {
     format!("sb/jobs/{job_id}/result")
 }
 
-fn token_hash(token: &str) -> Vec<u8> {
+pub(super) fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-fn same_hash(stored: Option<&[u8]>, presented: &[u8]) -> bool {
+pub(super) fn same_hash(stored: Option<&[u8]>, presented: &[u8]) -> bool {
     stored.is_some_and(|s| bool::from(s.ct_eq(presented)))
 }
 
 const STATUS_COLUMNS: &str = "id, agent, kind, object_kind, object_namespace, object_name, object_uid, generation, state, attempts, \
      lease_expires_at, outcome_reason, result IS NOT NULL AS has_result, created_at, updated_at, completed_at";
 
-fn object_from_row(row: &sqlx::any::AnyRow) -> Result<AuditObject, sqlx::Error> {
+pub(super) fn object_from_row(row: &sqlx::any::AnyRow) -> Result<AuditObject, sqlx::Error> {
     Ok(AuditObject {
         kind: row.try_get("object_kind")?,
         namespace: row.try_get("object_namespace")?,
@@ -252,164 +249,6 @@ impl Store {
         Ok(row.as_ref().map(status_from_row).transpose()?)
     }
 
-    /// Long-polls for up to `max` jobs of `agent`: returns as soon as at least one is
-    /// claimable (queued, or leased with an expired lease), or empty after `wait`.
-    pub async fn claim_jobs(&self, agent: &str, max: u32, wait: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut wakeup = self.inner.wakeups.subscribe(agent);
-        loop {
-            wakeup.borrow_and_update();
-            let jobs = self.claim_now(agent, max).await?;
-            let now = tokio::time::Instant::now();
-            if !jobs.is_empty() || now >= deadline {
-                return Ok(jobs);
-            }
-            // Expired leases notify nobody, so look again at least every second.
-            let tick = deadline.min(now + Duration::from_secs(1));
-            tokio::select! {
-                _ = wakeup.changed() => {}
-                _ = tokio::time::sleep_until(tick) => {}
-            }
-        }
-    }
-
-    async fn claim_now(&self, agent: &str, max: u32) -> Result<Vec<ClaimedJob>, StoreError> {
-        let now = now_millis();
-        const CLAIMABLE: &str = "agent = $1 AND (state = 'Queued' OR (state = 'Leased' AND lease_expires_at <= $2))";
-        // A read first, so idle long-polls do not take SQLite's write lock every second.
-        let any = sqlx::query(&format!("SELECT id FROM jobs WHERE {CLAIMABLE} LIMIT 1"))
-            .bind(agent)
-            .bind(now)
-            .fetch_optional(self.pool())
-            .await?;
-        if any.is_none() {
-            return Ok(Vec::new());
-        }
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let mut tx = self.begin_write().await?;
-        let ids: Vec<String> =
-            sqlx::query(&format!("SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY created_at, id LIMIT $3{lock}"))
-                .bind(agent)
-                .bind(now)
-                .bind(i64::from(max))
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| row.try_get("id"))
-                .collect::<Result<_, _>>()?;
-        let lease_ms = i64::try_from(self.inner.options.lease_duration.as_millis()).unwrap_or(i64::MAX / 2);
-        let expires = now + lease_ms;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            let mut raw = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut raw);
-            let token = URL_SAFE_NO_PAD.encode(raw);
-            let row = sqlx::query(
-                "UPDATE jobs SET state = 'Leased', attempts = attempts + 1, lease_token_hash = $1, lease_expires_at = $2, updated_at = $3 \
-                 WHERE id = $4 RETURNING attempts, payload_key, payload, object_kind, object_namespace, object_name, object_uid",
-            )
-            .bind(token_hash(&token))
-            .bind(expires)
-            .bind(now)
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let attempts: i64 = row.try_get("attempts")?;
-            let object = object_from_row(&row)?;
-            let sealed = match (
-                row.try_get::<Option<Vec<u8>>, _>("payload_key")?,
-                row.try_get::<Option<Vec<u8>>, _>("payload")?,
-            ) {
-                (Some(wrapped_key), Some(ciphertext)) => SealedColumn { wrapped_key, ciphertext },
-                _ => return Err(StoreError::InvalidOutcome(format!("job {id} has no payload"))),
-            };
-            let reason = if attempts > 1 { "LeaseExpired" } else { "" };
-            let event =
-                AuditEvent::now(format!("agent:{agent}"), "job.claim", object.clone()).outcome("Succeeded", reason);
-            audit::append(&mut tx, &event).await?;
-            claimed.push((id, token, attempts, object, sealed));
-        }
-        tx.commit().await?;
-        let mut jobs = Vec::with_capacity(claimed.len());
-        for (id, token, attempts, object, sealed) in claimed {
-            let plain = open_column(self.key_manager(), &payload_context(&id), &sealed).await?;
-            let payload: JobPayload = serde_json::from_slice(&plain)?;
-            tracing::info!(job_id = %id, object_uid = %object.uid, agent, attempt = attempts, "job leased");
-            jobs.push(ClaimedJob {
-                job_id: id,
-                lease_token: token,
-                lease_expires_at: from_millis(expires),
-                attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
-                payload,
-            });
-        }
-        Ok(jobs)
-    }
-
-    /// Records the outcome of a job claimed by `agent` under `request.lease_token`. The
-    /// same completion sent twice answers `duplicate: true` and changes nothing; a stale
-    /// lease, another agent's job or a mismatched outcome is refused and changes nothing.
-    pub async fn complete_job(
-        &self,
-        agent: &str,
-        job_id: &str,
-        request: &CompleteRequest,
-    ) -> Result<CompleteResponse, StoreError> {
-        let presented = token_hash(&request.lease_token);
-        let current = self.lease_row(job_id).await?;
-        current.check(agent, &presented)?;
-        if current.state.is_final() {
-            return Ok(CompleteResponse { job_id: job_id.to_owned(), duplicate: true });
-        }
-        check_outcome(current.kind, &request.outcome)?;
-        let (state, reason) = match &request.outcome {
-            JobOutcome::Succeeded(_) => (JobState::Succeeded, None),
-            JobOutcome::Failed(failure) => (JobState::Failed, Some(failure.reason.clone())),
-        };
-        let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&request.outcome)?);
-        let sealed = seal_column(self.key_manager(), &result_context(job_id), &plaintext).await?;
-
-        let mut tx = self.begin_write().await?;
-        // Re-check under the write lock: the lease may have moved since the read above.
-        let updated = sqlx::query(
-            "UPDATE jobs SET state = $1, outcome_reason = $2, result_key = $3, result = $4, payload_key = NULL, payload = NULL, \
-             completed_at = $5, updated_at = $5 WHERE id = $6 AND agent = $7 AND state = 'Leased' AND lease_token_hash = $8",
-        )
-        .bind(state.as_str())
-        .bind(reason.clone())
-        .bind(&sealed.wrapped_key)
-        .bind(&sealed.ciphertext)
-        .bind(now_millis())
-        .bind(job_id)
-        .bind(agent)
-        .bind(&presented)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await?;
-            let again = self.lease_row(job_id).await?;
-            again.check(agent, &presented)?;
-            return Ok(CompleteResponse { job_id: job_id.to_owned(), duplicate: true });
-        }
-        let event = AuditEvent::now(format!("agent:{agent}"), "job.complete", current.object.clone())
-            .outcome(state.as_str(), reason.unwrap_or_default());
-        audit::append(&mut tx, &event).await?;
-        tx.commit().await?;
-        tracing::info!(job_id, object_uid = %current.object.uid, agent, state = state.as_str(), "job completed");
-        let _ = self.inner.completions.send(JobCompletion {
-            job_id: job_id.to_owned(),
-            agent: agent.to_owned(),
-            kind: current.kind,
-            object: current.object,
-            generation: current.generation,
-            state,
-        });
-        Ok(CompleteResponse { job_id: job_id.to_owned(), duplicate: false })
-    }
-
     /// Returns a completed job's outcome once and deletes it: nothing value-bearing stays in
     /// the store after the hand-off. `None` when there is no result (not done, or taken).
     pub async fn take_result(&self, actor: &str, job_id: &str) -> Result<Option<JobOutcome>, StoreError> {
@@ -463,64 +302,5 @@ impl Store {
         tx.commit().await?;
         self.inner.wakeups.wake(&agent);
         Ok(())
-    }
-
-    pub(super) async fn lease_row(&self, job_id: &str) -> Result<LeaseRow, StoreError> {
-        let row = sqlx::query(
-            "SELECT agent, kind, state, generation, lease_token_hash, object_kind, object_namespace, object_name, object_uid \
-             FROM jobs WHERE id = $1",
-        )
-        .bind(job_id)
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        Ok(LeaseRow {
-            agent: row.try_get("agent")?,
-            kind: JobKind::parse(&row.try_get::<String, _>("kind")?),
-            state: JobState::parse(&row.try_get::<String, _>("state")?),
-            generation: row.try_get("generation")?,
-            lease_token_hash: row.try_get("lease_token_hash")?,
-            object: object_from_row(&row)?,
-        })
-    }
-}
-
-/// The parts of a job that decide whether a lease holder may act on it.
-pub(super) struct LeaseRow {
-    pub agent: String,
-    pub kind: JobKind,
-    pub state: JobState,
-    pub generation: i64,
-    pub lease_token_hash: Option<Vec<u8>>,
-    pub object: AuditObject,
-}
-
-impl LeaseRow {
-    /// Ok when `agent` holds the current lease (or held the lease the job completed under).
-    pub(super) fn check(&self, agent: &str, presented: &[u8]) -> Result<(), StoreError> {
-        if self.agent != agent {
-            return Err(StoreError::Forbidden);
-        }
-        let holds = same_hash(self.lease_token_hash.as_deref(), presented);
-        match (self.state, holds) {
-            (JobState::Leased, true) => Ok(()),
-            (state, true) if state.is_final() => Ok(()),
-            (state, false) if state.is_final() => Err(StoreError::AlreadyCompleted),
-            _ => Err(StoreError::StaleLease),
-        }
-    }
-}
-
-fn check_outcome(kind: JobKind, outcome: &JobOutcome) -> Result<(), StoreError> {
-    let fits = match outcome {
-        JobOutcome::Failed(_) => true,
-        JobOutcome::Succeeded(JobResult::Read { .. }) => kind == JobKind::Read,
-        JobOutcome::Succeeded(JobResult::Patch { .. }) => kind == JobKind::Patch,
-        JobOutcome::Succeeded(JobResult::Discover { .. }) => kind == JobKind::Discover,
-    };
-    if fits {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidOutcome(format!("the result does not match a {} job", kind.as_str())))
     }
 }

@@ -7,6 +7,7 @@ mod agents;
 mod catalog;
 mod error;
 mod jobs;
+mod lease;
 mod notify;
 
 pub use agents::{AgentRecord, secret_hash};
