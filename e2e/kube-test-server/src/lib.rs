@@ -15,6 +15,7 @@ pub mod crd;
 pub mod discovery;
 pub mod gc;
 pub mod handlers;
+pub mod impersonate;
 pub mod kubeconfig;
 pub mod meta;
 pub mod openapi;

@@ -125,6 +125,17 @@ pub async fn dispatch(app: Arc<App>, req: Request<Body>) -> Response {
         tracing::info!(%method, %path, user = "-", status = 401, "request");
         return ApiError::unauthorized().into_response();
     };
+    let user = {
+        let inner = app.lock();
+        crate::impersonate::effective_user(&inner.store, user, &parts.headers)
+    };
+    let user = match user {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::info!(%method, %path, status = e.code, "impersonation refused");
+            return e.into_response();
+        }
+    };
     let ctx = Ctx {
         user,
         method: method.clone(),

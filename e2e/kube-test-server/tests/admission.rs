@@ -112,7 +112,8 @@ async fn admission_policy_binds_a_field_to_the_requesting_user() {
     alice.create(&PostParams::default(), &gadget("honest", "alice")).await.expect("honest value admitted");
 
     // The same check through kubectl, as bob.
-    let forged = "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: k, namespace: default}\nspec: {owner: alice}\n";
+    let forged =
+        "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: k, namespace: default}\nspec: {owner: alice}\n";
     let out = kubectl_stdin(&s, "bob", &["create", "-f", "-"], forged);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -171,3 +171,49 @@ async fn kubectl_auth_can_i_follows_stored_rbac() {
     kubectl_ok(&s, "bob", &["get", "secretreadrequests", "-n", "team-a"]);
     kubectl_err(&s, "bob", &["get", "secretreadrequests", "-n", "team-b"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_impersonation_needs_the_impersonate_verb() {
+    let s = server_with_widgets().await;
+    let err = kubectl_err(&s, "admin", &["get", "widgets", "--as", "bob"]);
+    assert!(err.contains("User \"bob\" cannot list resource \"widgets\""), "{err}");
+    let out = kubectl(&s, "admin", &["auth", "can-i", "list", "widgets", "--as", "bob"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    assert_eq!(out.status.code(), Some(1), "can-i exits 1 on no");
+    let err = kubectl_err(&s, "bob", &["get", "widgets", "--as", "alice"]);
+    assert!(err.contains("Forbidden"), "{err}");
+    let bob = s.client_as("bob").await.unwrap();
+    let req = http::Request::get("/api/v1/namespaces/default/configmaps")
+        .header("Impersonate-User", "alice")
+        .body(Vec::new())
+        .unwrap();
+    let (code, _, msg) = api_error(bob.request::<serde_json::Value>(req).await);
+    assert_eq!(code, 403);
+    assert_eq!(
+        msg,
+        "users \"alice\" is forbidden: User \"bob\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_get_watch_prints_table_rows() {
+    let s = server_with_widgets().await;
+    let out = kubectl_stdin(&s, "admin", &["apply", "-f", "-"], WIDGET);
+    assert!(out.status.success());
+    let kubeconfig = s.kubeconfig_for("admin").unwrap();
+    let child = std::process::Command::new(kubectl_path())
+        .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "get", "widgets", "-w", "--request-timeout=3s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    kubectl_ok(&s, "admin", &["patch", "widget", "w1", "--type", "merge", "-p", r#"{"spec":{"size":9}}"#]);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3, "{text}");
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("COLOR"), "{text}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("NAME")).count(), 1, "one header: {text}");
+    assert!(lines.iter().any(|l| l.split_whitespace().take(3).eq(["w1", "red", "9"])), "{text}");
+}

@@ -62,7 +62,8 @@ pub fn create(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response
     let decision = auth::authorize(&app.lock().store, &attrs);
     body["status"] = match decision {
         kts_policy::rbac::Decision::Allow(why) => json!({"allowed": true, "reason": why}),
-        kts_policy::rbac::Decision::Deny(why) => json!({"allowed": false, "reason": why}),
+        // RBAC gives no reason for a denial; kubectl then prints a bare "no".
+        kts_policy::rbac::Decision::Deny(_) => json!({"allowed": false}),
     };
     Ok(json_response(StatusCode::CREATED, &for_version(body, rr)))
 }

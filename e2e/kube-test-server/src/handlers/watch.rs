@@ -27,6 +27,9 @@ struct Watch {
     rr: ResourceReq,
     filter: Filter,
     bookmarks: bool,
+    /// kubectl `get -w` asks for Table events: one row each, column definitions only first.
+    table: Option<Option<String>>,
+    sent_columns: bool,
 }
 
 impl Watch {
@@ -37,7 +40,21 @@ impl Watch {
     }
 
     /// The event to send for `ev`, with selector transitions turned into ADDED/DELETED.
-    fn translate(&self, ev: &Event) -> Option<Bytes> {
+    fn encode(&mut self, kind: &str, obj: Value) -> Bytes {
+        let obj = for_version(obj, &self.rr);
+        let Some(include) = &self.table else {
+            return line(kind, obj);
+        };
+        let rv = crate::meta::rv(&obj).to_string();
+        let mut t = crate::table::convert(&self.rr, &[obj], include.as_deref(), &rv, None);
+        if self.sent_columns {
+            t["columnDefinitions"] = Value::Array(Vec::new());
+        }
+        self.sent_columns = true;
+        line(kind, t)
+    }
+
+    fn translate(&mut self, ev: &Event) -> Option<Bytes> {
         if !self.relevant(ev) {
             return None;
         }
@@ -55,7 +72,7 @@ impl Watch {
             }
             _ => return None,
         };
-        Some(line(kind, for_version(ev.object.clone(), &self.rr)))
+        Some(self.encode(kind, ev.object.clone()))
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
@@ -71,10 +88,13 @@ impl Watch {
 }
 
 pub fn watch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> {
-    let w = Watch {
+    let wants_table = ctx.header("accept").split(',').next().is_some_and(|a| a.contains("as=Table"));
+    let mut w = Watch {
         rr: rr.clone(),
         filter: Filter::from_ctx(ctx, rr)?,
         bookmarks: ctx.q("allowWatchBookmarks") == Some("true"),
+        table: wants_table.then(|| ctx.q("includeObject").map(String::from)),
+        sent_columns: false,
     };
     let send_initial = ctx.q("sendInitialEvents") == Some("true");
     let rv_param = ctx.q("resourceVersion").unwrap_or("").to_string();
@@ -102,7 +122,7 @@ pub fn watch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response>
                     let ns = (rr.rt.namespaced && !rr.namespace.is_empty()).then_some(rr.namespace.as_str());
                     for (_, obj) in inner.store.list(&rr.rt.group, &rr.rt.plural, ns) {
                         if w.filter.matches(obj) {
-                            let _ = tx.send(line("ADDED", for_version(obj.clone(), rr)));
+                            let _ = tx.send(w.encode("ADDED", obj.clone()));
                         }
                     }
                     if send_initial && w.bookmarks {
