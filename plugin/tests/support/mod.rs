@@ -1,0 +1,265 @@
+//! Scenario harness: the Kubernetes API test server with the shipped CRDs, RBAC roles and
+//! admission policies, the built `kubectl-sb` run as a subprocess per user, and the
+//! operator's part played by the test (as the operator's own service account).
+
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use kube_test_server::{Config, TestServer};
+use sb_core::binding::read_aad;
+use sb_core::crd::SecretReadRequest;
+use sb_core::seal::{PublicKey, Purpose, SecretValue, seal};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// The operator's identity; the approvals policy exempts it, as in a real install.
+pub const OPERATOR: &str = "system:serviceaccount:secrets-bridge:sb-operator";
+pub const NS: &str = "team-a";
+
+const USERS: &[(&str, &[&str])] =
+    &[("alice", &["developers"]), ("bob", &["approvers"]), (OPERATOR, &["system:masters"])];
+
+/// team-a with alice as requester and bob as approver; both may read agent registrations.
+const TEAM_A: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: requesters, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets-bridge-requester}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: developers}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: approvers, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets-bridge-approver}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: approvers}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: agent-readers}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets-bridge-agent-reader}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: developers}
+  - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: approvers}
+"#;
+
+/// What one plugin run printed.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn expect_ok(self, what: &str) -> Self {
+        assert!(self.ok, "{what} failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts failure; returns stderr.
+    pub fn expect_err(self, what: &str) -> String {
+        assert!(!self.ok, "{what} unexpectedly succeeded\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self.stderr
+    }
+
+    /// The name in the first line, `<kind>/<name> created`.
+    pub fn created_name(&self) -> String {
+        let first = self.stdout.lines().next().unwrap_or_default();
+        let object = first.strip_suffix(" created").unwrap_or_else(|| panic!("no `created` line in {}", self.stdout));
+        object.split_once('/').expect("kind/name").1.to_owned()
+    }
+}
+
+pub struct Env {
+    pub server: TestServer,
+    home: tempfile::TempDir,
+    canaries: Mutex<Vec<String>>,
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        let mut config = Config::default();
+        for (name, groups) in USERS {
+            config = config.with_user(name, groups);
+        }
+        let server = TestServer::start(config).await.expect("starting the Kubernetes API test server");
+        let env = Self { server, home: tempfile::tempdir().unwrap(), canaries: Mutex::new(Vec::new()) };
+        for path in ["crds", "charts/secrets-bridge/files"] {
+            let path = repo_file(path);
+            env.kubectl("admin", &["apply", "-f", path.to_str().unwrap()], None).await.expect_ok("applying the chart");
+        }
+        env.kubectl("admin", &["wait", "--for=condition=Established", "crd", "--all", "--timeout=20s"], None)
+            .await
+            .expect_ok("waiting for the CRDs");
+        env.kubectl("admin", &["apply", "-f", "-"], Some(TEAM_A.as_bytes())).await.expect_ok("team-a setup");
+        env
+    }
+
+    /// Runs the real kubectl as `user`. Its absence fails the test with the way to fix it.
+    pub async fn kubectl(&self, user: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        let kubeconfig = self.server.kubeconfig_for(user).unwrap();
+        let mut command = Command::new(kubectl_path());
+        command.arg("--kubeconfig").arg(&kubeconfig).args(args);
+        self.run(command, user, stdin).await
+    }
+
+    /// A fresh random string to put in values; checked absent from storage and stderr.
+    pub fn canary(&self) -> String {
+        let canary = format!("canary-{:032x}", rand::random::<u128>());
+        self.canaries.lock().unwrap().push(canary.clone());
+        canary
+    }
+
+    /// The user's home; the plugin keeps its keys under `<home>/sb/keys`.
+    pub fn home(&self, user: &str) -> PathBuf {
+        let dir = self.home.path().join(user.replace([':', '/'], "_"));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    pub fn keys_dir(&self, user: &str) -> PathBuf {
+        self.home(user).join("sb").join("keys")
+    }
+
+    pub async fn client(&self, user: &str) -> Client {
+        self.server.client_as(user).await.unwrap()
+    }
+
+    /// Runs `kubectl-sb --kubeconfig <user's> <args>` with the user's own config dir.
+    pub async fn sb(&self, user: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        let kubeconfig = self.server.kubeconfig_for(user).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kubectl-sb"));
+        command.arg("--kubeconfig").arg(&kubeconfig).args(args);
+        self.run(command, user, stdin).await
+    }
+
+    /// Runs `command` as `user`'s environment (HOME, SB_CONFIG_DIR), checking stderr for canaries.
+    pub async fn run(&self, mut command: Command, user: &str, stdin: Option<&[u8]>) -> Run {
+        let home = self.home(user);
+        command
+            .env("HOME", &home)
+            .env("SB_CONFIG_DIR", home.join("sb"))
+            .env("KUBECACHEDIR", home.join(".kube-cache"))
+            .env_remove("XDG_CONFIG_HOME")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let stdin = stdin.map(<[u8]>::to_vec);
+        let out = tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("spawning the plugin");
+            if let Some(input) = stdin {
+                child.stdin.take().unwrap().write_all(&input).unwrap();
+            }
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        let run = Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        for canary in self.canaries.lock().unwrap().iter() {
+            assert!(!run.stderr.contains(canary.as_str()), "a value reached stderr: {}", run.stderr);
+        }
+        run
+    }
+
+    pub async fn read_request(&self, name: &str) -> SecretReadRequest {
+        Api::<SecretReadRequest>::namespaced(self.client("admin").await, NS).get(name).await.unwrap()
+    }
+
+    /// Plays the operator: seals `values` to the request's recipient key, writes the
+    /// delivery Secret and sets the request Delivered through the status subresource.
+    pub async fn deliver(&self, name: &str, values: &[(&str, &str)]) {
+        let request = self.read_request(name).await;
+        let uid = request.metadata.uid.clone().unwrap();
+        let recipient = PublicKey::from_base64(&request.spec.recipient).unwrap();
+        let mut data = serde_json::Map::new();
+        for (key, value) in values {
+            let aad = read_aad(&uid, &request.spec.target, key);
+            let envelope = seal(&recipient, Purpose::ReadDelivery, &aad, &SecretValue::from(*value)).unwrap();
+            data.insert(
+                key.to_string(),
+                json!(base64::engine::general_purpose::STANDARD.encode(envelope.to_compact())),
+            );
+        }
+        let operator = self.client(OPERATOR).await;
+        let expires = "2099-01-01T00:00:00Z";
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {
+                "name": format!("{name}-delivery"), "namespace": NS,
+                "annotations": {"secrets-bridge.io/request-uid": uid, "secrets-bridge.io/expires-at": expires},
+                "ownerReferences": [{"apiVersion": "secrets-bridge.io/v1alpha1", "kind": "SecretReadRequest",
+                                     "name": name, "uid": uid, "controller": true}],
+            },
+            "type": "secrets-bridge.io/sealed-delivery",
+            "data": data,
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(operator.clone(), NS).create(&PostParams::default(), &secret).await.unwrap();
+        self.set_read_status(
+            name,
+            json!({"phase": "Delivered", "deliverySecret": format!("{name}-delivery"),
+                   "deliveredAt": "2026-11-22T10:00:00Z", "expiresAt": expires}),
+        )
+        .await;
+    }
+
+    /// Merges `status` into a read request's status, as the operator.
+    pub async fn set_read_status(&self, name: &str, status: Value) {
+        let operator = self.client(OPERATOR).await;
+        Api::<SecretReadRequest>::namespaced(operator, NS)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .await
+            .unwrap();
+    }
+
+    /// No canary anywhere in storage: not in any field, not inside any Secret's data.
+    pub fn assert_no_canary_stored(&self) {
+        let canaries = self.canaries.lock().unwrap().clone();
+        assert!(!canaries.is_empty(), "the scenario used no canary");
+        for object in self.server.dump_all() {
+            let mut text = object.to_string();
+            if let Some(data) = object.get("data").and_then(Value::as_object) {
+                for value in data.values().filter_map(Value::as_str) {
+                    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(value) {
+                        text.push_str(&String::from_utf8_lossy(&bytes));
+                    }
+                }
+            }
+            for canary in &canaries {
+                assert!(!text.contains(canary.as_str()), "plaintext stored in {text}");
+            }
+        }
+    }
+}
+
+/// Mode bits of a file.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A file of the repository (`crds/`, `charts/`, `examples/`).
+pub fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("plugin/ has a parent").join(path)
+}
+
+/// The real kubectl on PATH.
+pub fn kubectl_path() -> PathBuf {
+    let out = Command::new("sh").args(["-c", "command -v kubectl"]).output().unwrap();
+    assert!(out.status.success(), "kubectl is not on PATH: run `make tools` (scripts/ensure-tools.sh installs it)");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
