@@ -125,7 +125,9 @@ impl ServingTls {
         Ok(())
     }
 
-    fn from_pem(cert_pem: String, key_pem: Zeroizing<String>, ca_pem: String) -> Result<Self, TlsError> {
+    /// From PEM text, e.g. the `tls.crt`, `tls.key` and `ca.crt` keys of a cert-manager
+    /// Secret read through the Kubernetes API.
+    pub fn from_pem(cert_pem: String, key_pem: Zeroizing<String>, ca_pem: String) -> Result<Self, TlsError> {
         let chain = certs(&cert_pem)?;
         let leaf = chain.first().ok_or_else(|| TlsError::Invalid("tls.crt holds no certificate".into()))?;
         let spki_sha256 = spki_sha256(leaf)?;

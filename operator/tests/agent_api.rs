@@ -109,6 +109,8 @@ async fn a_heartbeat_records_the_agent_and_a_bad_key_is_refused() {
     assert_eq!(record.version.as_deref(), Some("0.1.0"));
     assert_eq!(record.sealing_key_id.as_deref(), Some(key.key_id().as_str()));
     assert!(record.last_seen.is_some());
+    assert_eq!(record.provider_health.len(), 1);
+    assert!(record.provider_health[0].healthy);
 
     let mut wrong = heartbeat;
     wrong["sealingKeyId"] = json!("not-the-key-id");

@@ -135,7 +135,12 @@ async fn results_are_encrypted_and_deleted_after_the_hand_off(flavor: Flavor) {
 
     let status = store.job_state(&job.job_id).await.unwrap().unwrap();
     assert_eq!((status.state, status.outcome_reason.as_deref()), (JobState::Failed, Some("NotFound")));
+    assert_eq!(status.retryable, Some(false));
+    // Peeking leaves the result in place until the delivery is written.
+    assert_eq!(store.peek_result(&job.job_id).await.unwrap(), Some(failure.clone()));
+    assert_eq!(store.peek_result(&job.job_id).await.unwrap(), Some(failure.clone()));
     assert_eq!(store.take_result("operator", &job.job_id).await.unwrap(), Some(failure));
+    assert!(!store.delete_result("operator", &job.job_id).await.unwrap(), "nothing left to delete");
     assert_eq!(store.take_result("operator", &job.job_id).await.unwrap(), None, "a result is handed off once");
     let row =
         sqlx::query("SELECT payload, payload_key, result, result_key FROM jobs").fetch_one(store.pool()).await.unwrap();
@@ -228,9 +233,38 @@ async fn agent_secrets_rotate_with_a_grace_period(flavor: Flavor) {
         sqlx::query("SELECT secret_hash FROM agents").fetch_one(store.pool()).await.unwrap().get("secret_hash");
     assert_eq!(stored.len(), 32, "only a hash is stored");
     assert!(!stored.windows(5).any(|w| w == b"third"));
+    assert!(store.remove_agent("operator", "edge").await.unwrap());
+    assert_eq!(store.authenticate_agent("third-secret").await.unwrap(), None, "a removed agent cannot log in");
+    assert!(store.agent("edge").await.unwrap().is_none());
+    assert!(!store.remove_agent("operator", "edge").await.unwrap());
+}
+
+async fn a_retryable_failure_can_be_requeued(flavor: Flavor) {
+    let db = TestDb::new(flavor).await;
+    let store = db.store(StoreOptions::default()).await;
+    let new = read_job("edge", "uid-1", 1);
+    let payload = new.payload.clone();
+    let job = store.enqueue_job("operator", new).await.unwrap();
+    let claimed = store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().remove(0);
+    let failure = JobOutcome::Failed(JobFailure {
+        reason: "ProviderUnavailable".into(),
+        message: "vault sealed".into(),
+        retryable: true,
+    });
+    let request = CompleteRequest { lease_token: claimed.lease_token, outcome: failure };
+    store.complete_job("edge", &job.job_id, &request).await.unwrap();
+    let status = store.job_state(&job.job_id).await.unwrap().unwrap();
+    assert_eq!((status.state, status.retryable), (JobState::Failed, Some(true)));
+    store.requeue_job("operator", &job.job_id, &payload).await.unwrap();
+    let status = store.job_state(&job.job_id).await.unwrap().unwrap();
+    assert_eq!((status.state, status.retryable, status.has_result), (JobState::Queued, None, false));
+    let again = store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().remove(0);
+    assert_eq!((again.job_id.as_str(), again.attempt), (job.job_id.as_str(), 2));
+    assert_eq!(again.payload, payload);
 }
 
 on_both_databases!(
+    a_retryable_failure_can_be_requeued,
     enqueue_is_idempotent_per_object_generation,
     concurrent_claimers_never_share_a_job,
     an_expired_lease_is_reclaimed_and_the_old_lease_is_refused,

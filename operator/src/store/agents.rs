@@ -5,7 +5,7 @@
 use super::{Store, StoreError, from_millis, now_millis};
 use crate::audit::{self, AuditEvent, AuditObject};
 use chrono::{DateTime, Utc};
-use sb_core::protocol::{HeartbeatRequest, RegisteredProvider};
+use sb_core::protocol::{HeartbeatRequest, ProviderHealthReport, RegisteredProvider};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use std::time::Duration;
@@ -29,6 +29,8 @@ pub struct AgentRecord {
     pub sealing_key_id: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub registered_providers: Vec<RegisteredProvider>,
+    /// Provider health from the last heartbeat.
+    pub provider_health: Vec<ProviderHealthReport>,
     /// Whether a previous secret is still accepted.
     pub previous_secret_valid_until: Option<DateTime<Utc>>,
 }
@@ -84,6 +86,20 @@ impl Store {
         audit::append(&mut tx, &AuditEvent::now(actor, action, agent_object(agent_id))).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Forgets an agent: its secret hashes are deleted, so it no longer authenticates. Its
+    /// jobs stay for the record. Returns false when there was no such agent.
+    pub async fn remove_agent(&self, actor: &str, agent_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM agents WHERE id = $1").bind(agent_id).execute(&mut *tx).await?;
+        if deleted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        audit::append(&mut tx, &AuditEvent::now(actor, "agent.remove", agent_object(agent_id))).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Records the providers and scopes the AgentRegistration allows.
@@ -176,13 +192,14 @@ impl Store {
     /// An agent's record.
     pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, version, sealing_public_key, sealing_key_id, last_seen, registered_providers, previous_valid_until FROM agents WHERE id = $1",
+            "SELECT id, version, sealing_public_key, sealing_key_id, last_seen, registered_providers, provider_health, previous_valid_until FROM agents WHERE id = $1",
         )
         .bind(agent_id)
         .fetch_optional(self.pool())
         .await?;
         let Some(row) = row else { return Ok(None) };
         let providers: String = row.try_get("registered_providers")?;
+        let health: Option<String> = row.try_get("provider_health")?;
         Ok(Some(AgentRecord {
             id: row.try_get("id")?,
             version: row.try_get("version")?,
@@ -190,6 +207,7 @@ impl Store {
             sealing_key_id: row.try_get("sealing_key_id")?,
             last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(from_millis),
             registered_providers: serde_json::from_str(&providers)?,
+            provider_health: health.as_deref().map(serde_json::from_str).transpose()?.unwrap_or_default(),
             previous_secret_valid_until: row.try_get::<Option<i64>, _>("previous_valid_until")?.map(from_millis),
         }))
     }

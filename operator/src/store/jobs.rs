@@ -115,6 +115,8 @@ pub struct JobStatus {
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// The failure reason of a failed job (`NotFound`, `VersionConflict`, ...).
     pub outcome_reason: Option<String>,
+    /// For a failed job: whether the agent said a retry may succeed ([`Store::requeue_job`]).
+    pub retryable: Option<bool>,
     /// Whether a result waits for [`Store::take_result`].
     pub has_result: bool,
     pub created_at: DateTime<Utc>,
@@ -150,7 +152,7 @@ pub(super) fn same_hash(stored: Option<&[u8]>, presented: &[u8]) -> bool {
 }
 
 const STATUS_COLUMNS: &str = "id, agent, kind, object_kind, object_namespace, object_name, object_uid, generation, state, attempts, \
-     lease_expires_at, outcome_reason, result IS NOT NULL AS has_result, created_at, updated_at, completed_at";
+     lease_expires_at, outcome_reason, outcome_retryable, result IS NOT NULL AS has_result, created_at, updated_at, completed_at";
 
 pub(super) fn object_from_row(row: &sqlx::any::AnyRow) -> Result<AuditObject, sqlx::Error> {
     Ok(AuditObject {
@@ -177,6 +179,7 @@ fn status_from_row(row: &sqlx::any::AnyRow) -> Result<JobStatus, sqlx::Error> {
         attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
         lease_expires_at: row.try_get::<Option<i64>, _>("lease_expires_at")?.map(from_millis),
         outcome_reason: row.try_get("outcome_reason")?,
+        retryable: row.try_get::<Option<i64>, _>("outcome_retryable")?.map(|r| r != 0),
         has_result,
         created_at: from_millis(row.try_get("created_at")?),
         updated_at: from_millis(row.try_get("updated_at")?),
@@ -249,35 +252,53 @@ impl Store {
         Ok(row.as_ref().map(status_from_row).transpose()?)
     }
 
-    /// Returns a completed job's outcome once and deletes it: nothing value-bearing stays in
-    /// the store after the hand-off. `None` when there is no result (not done, or taken).
-    pub async fn take_result(&self, actor: &str, job_id: &str) -> Result<Option<JobOutcome>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "SELECT result_key, result, object_kind, object_namespace, object_name, object_uid FROM jobs WHERE id = $1",
-        )
-        .bind(job_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else { return Err(StoreError::NotFound) };
+    /// A completed job's outcome, without removing it. Pair with [`Store::delete_result`]
+    /// once the outcome has been delivered, so a crash in between loses nothing. `None` when
+    /// there is no result (not done yet, or already handed off).
+    pub async fn peek_result(&self, job_id: &str) -> Result<Option<JobOutcome>, StoreError> {
+        let row = sqlx::query("SELECT result_key, result FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let sealed =
             match (row.try_get::<Option<Vec<u8>>, _>("result_key")?, row.try_get::<Option<Vec<u8>>, _>("result")?) {
                 (Some(wrapped_key), Some(ciphertext)) => SealedColumn { wrapped_key, ciphertext },
                 _ => return Ok(None),
             };
-        let object = object_from_row(&row)?;
-        // Open before deleting: a key-service outage must not destroy the only copy.
         let plain = open_column(self.key_manager(), &result_context(job_id), &sealed).await?;
-        let outcome: JobOutcome = serde_json::from_slice(&plain)?;
-        sqlx::query("UPDATE jobs SET result_key = NULL, result = NULL, updated_at = $1 WHERE id = $2")
-            .bind(now_millis())
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
+        Ok(Some(serde_json::from_slice(&plain)?))
+    }
+
+    /// Deletes a job's result after its hand-off and audits the relay: nothing value-bearing
+    /// stays in the store. Returns false when there was no result (already deleted).
+    pub async fn delete_result(&self, actor: &str, job_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET result_key = NULL, result = NULL, updated_at = $1 WHERE id = $2 AND result IS NOT NULL \
+             RETURNING object_kind, object_namespace, object_name, object_uid",
+        )
+        .bind(now_millis())
+        .bind(job_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let object = object_from_row(&row)?;
         audit::append(&mut tx, &AuditEvent::now(actor, "job.result.relay", object.clone())).await?;
         tx.commit().await?;
         tracing::info!(job_id, object_uid = %object.uid, "job result handed off and deleted");
-        Ok(Some(outcome))
+        Ok(true)
+    }
+
+    /// [`Store::peek_result`] then [`Store::delete_result`]: for callers whose delivery
+    /// cannot fail after this point.
+    pub async fn take_result(&self, actor: &str, job_id: &str) -> Result<Option<JobOutcome>, StoreError> {
+        let Some(outcome) = self.peek_result(job_id).await? else { return Ok(None) };
+        // A concurrent taker may have won the race; only one of them hands the result off.
+        Ok(self.delete_result(actor, job_id).await?.then_some(outcome))
     }
 
     /// Puts a failed job back in the queue (a retryable failure), keeping its attempt count.
@@ -286,7 +307,7 @@ impl Store {
         let sealed = seal_column(self.key_manager(), &payload_context(job_id), &plaintext).await?;
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "UPDATE jobs SET state = 'Queued', lease_token_hash = NULL, lease_expires_at = NULL, outcome_reason = NULL, \
+            "UPDATE jobs SET state = 'Queued', lease_token_hash = NULL, lease_expires_at = NULL, outcome_reason = NULL, outcome_retryable = NULL, \
              result_key = NULL, result = NULL, payload_key = $1, payload = $2, completed_at = NULL, updated_at = $3 \
              WHERE id = $4 AND state = 'Failed' RETURNING agent, object_kind, object_namespace, object_name, object_uid",
         )

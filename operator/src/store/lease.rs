@@ -129,9 +129,11 @@ impl Store {
             return Ok(CompleteResponse { job_id: job_id.to_owned(), duplicate: true });
         }
         check_outcome(current.kind, &request.outcome)?;
-        let (state, reason) = match &request.outcome {
-            JobOutcome::Succeeded(_) => (JobState::Succeeded, None),
-            JobOutcome::Failed(failure) => (JobState::Failed, Some(failure.reason.clone())),
+        let (state, reason, retryable) = match &request.outcome {
+            JobOutcome::Succeeded(_) => (JobState::Succeeded, None, None),
+            JobOutcome::Failed(failure) => {
+                (JobState::Failed, Some(failure.reason.clone()), Some(i64::from(failure.retryable)))
+            }
         };
         let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&request.outcome)?);
         let sealed = seal_column(self.key_manager(), &result_context(job_id), &plaintext).await?;
@@ -140,7 +142,7 @@ impl Store {
         // Re-check under the write lock: the lease may have moved since the read above.
         let updated = sqlx::query(
             "UPDATE jobs SET state = $1, outcome_reason = $2, result_key = $3, result = $4, payload_key = NULL, payload = NULL, \
-             completed_at = $5, updated_at = $5 WHERE id = $6 AND agent = $7 AND state = 'Leased' AND lease_token_hash = $8",
+             completed_at = $5, updated_at = $5, outcome_retryable = $9 WHERE id = $6 AND agent = $7 AND state = 'Leased' AND lease_token_hash = $8",
         )
         .bind(state.as_str())
         .bind(reason.clone())
@@ -150,6 +152,7 @@ impl Store {
         .bind(job_id)
         .bind(agent)
         .bind(&presented)
+        .bind(retryable)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
