@@ -247,3 +247,44 @@ async fn discovery_pages_through_more_than_100_secrets_with_their_custom_metadat
     assert_eq!(nested.version.as_deref(), Some("1"));
     assert!(!format!("{entries:?}").contains("secret-canary"), "discovery must never read values");
 }
+
+#[tokio::test]
+async fn approle_login_logs_in_again_before_the_token_expires() {
+    common::require_vault().await;
+    let root = vaultrs::client::VaultClient::new(
+        vaultrs::client::VaultClientSettingsBuilder::default()
+            .address(common::vault_addr())
+            .token(common::vault_token())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let mount = "sb-agent-approle";
+    // Already enabled by an earlier run or a parallel test: fine.
+    let _ = vaultrs::sys::auth::enable(&root, mount, "approle", None).await;
+    let policy = r#"path "secret/*" { capabilities = ["create", "read", "update", "list"] }"#;
+    vaultrs::sys::policy::set(&root, "sb-agent-test", policy).await.unwrap();
+    let role = common::unique("agent");
+    let mut opts = vaultrs::api::auth::approle::requests::SetAppRoleRequest::builder();
+    opts.token_ttl("3s").token_max_ttl("3s").token_policies(vec!["sb-agent-test".to_owned()]);
+    vaultrs::auth::approle::role::set(&root, mount, &role, Some(&mut opts)).await.unwrap();
+    let role_id = vaultrs::auth::approle::role::read_id(&root, mount, &role).await.unwrap().role_id;
+    let secret_id = vaultrs::auth::approle::role::secret::generate(&root, mount, &role, None).await.unwrap().secret_id;
+    let secret_file = common::temp_file(&secret_id);
+
+    let mut config = common::vault_config(secret_file.path().to_owned());
+    config.auth = sb_agent::config::VaultAuth::AppRole {
+        mount: mount.into(),
+        role_id,
+        secret_id_env: None,
+        secret_id_file: Some(secret_file.path().to_owned()),
+    };
+    let vault = VaultKv2::connect(&config).await.expect("AppRole login");
+    let path = common::unique("agent-test/approle");
+    vault.merge_write(&path, write(&[("k", "v")], &[], None)).await.unwrap();
+    // Past the 3 s TTL: the first token is dead, the provider must have logged in again.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    vault.health().await.expect("healthy with a fresh token");
+    let read = vault.read(&path, &["k".into()]).await.unwrap();
+    assert_eq!(text(&read.values)["k"], "v");
+}

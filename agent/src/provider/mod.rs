@@ -7,6 +7,7 @@
 mod aws;
 mod scope;
 mod vault;
+mod vault_auth;
 
 pub use aws::AwsSecretsManager;
 pub use scope::{Scope, ScopeError};

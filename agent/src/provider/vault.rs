@@ -4,6 +4,7 @@
 //! `cas` = the version it just read, so a change made between our GET and PUT makes Vault
 //! refuse the write instead of us overwriting it.
 
+use super::vault_auth::login;
 use super::{MergeWrite, MetadataPage, Provider, ProviderError, ReadResult, WriteHook, merged_json, select_keys};
 use crate::config::{VaultAuth, VaultConfig};
 use async_trait::async_trait;
@@ -11,16 +12,24 @@ use sb_core::protocol::CatalogEntry;
 use sb_core::seal::SecretValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{RwLock, RwLockReadGuard};
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
-use zeroize::Zeroizing;
 
 /// A KV v2 mount of a Vault or OpenBao server.
 pub struct VaultKv2 {
-    client: VaultClient,
+    session: RwLock<Session>,
+    auth: VaultAuth,
     mount: String,
     hook: Option<Arc<dyn WriteHook>>,
+}
+
+/// The client and when its token must be replaced by a fresh login.
+struct Session {
+    client: VaultClient,
+    renew_at: Option<Instant>,
 }
 
 impl VaultKv2 {
@@ -36,9 +45,29 @@ impl VaultKv2 {
             .token("");
         let settings = settings.build().map_err(|e| ProviderError::Config(format!("vault settings: {e}")))?;
         let mut client = VaultClient::new(settings).map_err(|e| ProviderError::Config(describe(&e)))?;
-        let token = login(&client, &config.auth).await?;
+        let (token, renew_at) = login(&client, &config.auth).await?;
         client.set_token(&token);
-        Ok(Self { client, mount: config.mount.clone(), hook: None })
+        let session = RwLock::new(Session { client, renew_at });
+        Ok(Self { session, auth: config.auth.clone(), mount: config.mount.clone(), hook: None })
+    }
+
+    /// The logged-in client; logs in again (AppRole, Kubernetes) once the token is two
+    /// thirds through its TTL, so a long-running agent never works with an expired token.
+    async fn client(&self) -> Result<RwLockReadGuard<'_, Session>, ProviderError> {
+        {
+            let session = self.session.read().await;
+            if session.renew_at.is_none_or(|at| Instant::now() < at) {
+                return Ok(session);
+            }
+        }
+        let mut session = self.session.write().await;
+        if session.renew_at.is_some_and(|at| Instant::now() >= at) {
+            session.client.set_token("");
+            let (token, renew_at) = login(&session.client, &self.auth).await?;
+            session.client.set_token(&token);
+            session.renew_at = renew_at;
+        }
+        Ok(session.downgrade())
     }
 
     /// Installs a hook run between the GET and the PUT of every merge-write (tests only).
@@ -53,7 +82,8 @@ impl VaultKv2 {
             .path(path)
             .build()
             .map_err(|e| ProviderError::Config(e.to_string()))?;
-        match vaultrs::api::exec_with_result(&self.client, endpoint).await {
+        let session = self.client().await?;
+        match vaultrs::api::exec_with_result(&session.client, endpoint).await {
             Ok(resp) => {
                 let object = match resp.data {
                     serde_json::Value::Object(map) => map,
@@ -73,10 +103,11 @@ impl VaultKv2 {
             Some(i) => &prefix[..=i],
             None => "",
         };
+        let session = self.client().await?;
         let mut folders = vec![start.to_owned()];
         let mut out = Vec::new();
         while let Some(folder) = folders.pop() {
-            let keys = match vaultrs::kv2::list(&self.client, &self.mount, &folder).await {
+            let keys = match vaultrs::kv2::list(&session.client, &self.mount, &folder).await {
                 Ok(keys) => keys,
                 Err(ClientError::APIError { code: 404, .. }) => continue,
                 Err(err) => return Err(classify(err)),
@@ -102,7 +133,7 @@ impl VaultKv2 {
 #[async_trait]
 impl Provider for VaultKv2 {
     async fn health(&self) -> Result<(), ProviderError> {
-        self.client.lookup().await.map(|_| ()).map_err(classify)
+        self.client().await?.client.lookup().await.map(|_| ()).map_err(classify)
     }
 
     async fn read(&self, reference: &str, keys: &[String]) -> Result<ReadResult, ProviderError> {
@@ -127,7 +158,8 @@ impl Provider for VaultKv2 {
         // cas = 0 means "only if it does not exist yet", which is what a missing secret needs.
         let cas = u32::try_from(version).map_err(|_| ProviderError::Config("version out of range".into()))?;
         let options = SetSecretRequestOptions { cas };
-        let result = vaultrs::kv2::set_with_options(&self.client, &self.mount, reference, &object, options).await;
+        let session = self.client().await?;
+        let result = vaultrs::kv2::set_with_options(&session.client, &self.mount, reference, &object, options).await;
         super::wipe_json(&mut object);
         match result {
             Ok(meta) => Ok(meta.version.to_string()),
@@ -151,8 +183,9 @@ impl Provider for VaultKv2 {
         let rest: Vec<&String> = all.iter().filter(|r| page_token.is_none_or(|after| r.as_str() > after)).collect();
         let size = page_size as usize;
         let mut entries = Vec::with_capacity(size.min(rest.len()));
+        let session = self.client().await?;
         for reference in rest.iter().take(size) {
-            let meta = match vaultrs::kv2::read_metadata(&self.client, &self.mount, reference).await {
+            let meta = match vaultrs::kv2::read_metadata(&session.client, &self.mount, reference).await {
                 Ok(meta) => meta,
                 // Deleted since the LIST: simply not part of the catalog.
                 Err(ClientError::APIError { code: 404, .. }) => continue,
@@ -166,38 +199,6 @@ impl Provider for VaultKv2 {
         }
         let next = (rest.len() > size).then(|| rest[size - 1].clone());
         Ok(MetadataPage { entries, next })
-    }
-}
-
-async fn login(client: &VaultClient, auth: &VaultAuth) -> Result<String, ProviderError> {
-    let secret = |env: &Option<String>,
-                  file: &Option<std::path::PathBuf>,
-                  what: &str|
-     -> Result<Zeroizing<String>, ProviderError> {
-        if let Some(var) = env {
-            return std::env::var(var)
-                .map(Zeroizing::new)
-                .map_err(|_| ProviderError::Config(format!("vault {what}: environment variable {var} is not set")));
-        }
-        if let Some(path) = file {
-            return std::fs::read_to_string(path)
-                .map(|t| Zeroizing::new(t.trim().to_owned()))
-                .map_err(|e| ProviderError::Config(format!("vault {what}: cannot read {}: {e}", path.display())));
-        }
-        Err(ProviderError::Config(format!("vault {what}: set an Env or File source")))
-    };
-    match auth {
-        VaultAuth::Token { token_env, token_file } => Ok(secret(token_env, token_file, "token")?.to_string()),
-        VaultAuth::AppRole { mount, role_id, secret_id_env, secret_id_file } => {
-            let secret_id = secret(secret_id_env, secret_id_file, "AppRole secret id")?;
-            let info = vaultrs::auth::approle::login(client, mount, role_id, &secret_id).await.map_err(classify)?;
-            Ok(info.client_token)
-        }
-        VaultAuth::Kubernetes { mount, role, jwt_file } => {
-            let jwt = secret(&None, &Some(jwt_file.clone()), "Kubernetes service-account token")?;
-            let info = vaultrs::auth::kubernetes::login(client, mount, role, &jwt).await.map_err(classify)?;
-            Ok(info.client_token)
-        }
     }
 }
 
@@ -216,7 +217,7 @@ fn describe(err: &ClientError) -> String {
     }
 }
 
-fn classify(err: ClientError) -> ProviderError {
+pub(super) fn classify(err: ClientError) -> ProviderError {
     match &err {
         ClientError::APIError { code: 401 | 403, .. } => ProviderError::Denied(describe(&err)),
         ClientError::APIError { code, .. } if *code < 500 => ProviderError::Config(describe(&err)),
