@@ -11,8 +11,10 @@
 //! ```
 
 pub mod auth;
+pub mod builtin;
 pub mod crd;
 pub mod discovery;
+pub mod escalation;
 pub mod gc;
 pub mod handlers;
 pub mod impersonate;

@@ -5,7 +5,6 @@
 use crate::meta::{self, OBJECT_META_FIELDS};
 use crate::registry::{NameRule, ResourceType};
 use crate::server::ResourceReq;
-use base64::Engine;
 use kts_policy::FieldError;
 use serde_json::{Value, json};
 
@@ -37,9 +36,11 @@ pub fn removed_paths(before: &Value, after: &Value, prefix: &str, out: &mut Vec<
     }
 }
 
-/// Drops unknown fields (metadata always; the rest per the CRD schema) and returns them.
-pub fn prune_unknown(rt: &ResourceType, version: &str, obj: &mut Value) -> Vec<String> {
-    let mut unknown = Vec::new();
+/// Drops unknown fields (metadata always; the rest per the CRD schema or the built-in's
+/// top-level fields) and returns them.
+pub fn prune_unknown(rr: &ResourceReq, obj: &mut Value) -> Vec<String> {
+    let (rt, version) = (&rr.rt, rr.version.as_str());
+    let mut unknown = crate::builtin::prune_top_level(rr, obj);
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         let extra: Vec<String> = m.keys().filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str())).cloned().collect();
         for k in extra {
@@ -127,33 +128,6 @@ pub fn prepare_update(rr: &ResourceReq, old: &Value, new: &mut Value) {
             let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             meta::meta_mut(new).insert("generation".into(), json!(g + 1));
         }
-    }
-}
-
-/// Built-in kinds' own rules.
-pub fn builtin_rules(rr: &ResourceReq, obj: &mut Value, creating: bool) {
-    match (rr.rt.group.as_str(), rr.rt.plural.as_str()) {
-        ("", "secrets") => {
-            let o = obj.as_object_mut().expect("object");
-            if let Some(Value::Object(sd)) = o.remove("stringData") {
-                let data = o.entry("data").or_insert_with(|| json!({}));
-                if !data.is_object() {
-                    *data = json!({});
-                }
-                for (k, v) in sd {
-                    let s = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
-                    data[k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(s));
-                }
-            }
-            if o.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
-                o.insert("type".into(), json!("Opaque"));
-            }
-        }
-        ("", "namespaces") if creating => {
-            obj["spec"] = json!({"finalizers": ["kubernetes"]});
-            obj["status"] = json!({"phase": "Active"});
-        }
-        _ => {}
     }
 }
 

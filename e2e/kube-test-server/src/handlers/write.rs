@@ -153,7 +153,7 @@ pub fn commit(
         check_namespace_open(inner, rr)?;
     }
     let mut warnings = Vec::new();
-    let unknown = strategy::prune_unknown(&rr.rt, &rr.version, &mut new);
+    let unknown = strategy::prune_unknown(rr, &mut new);
     if !unknown.is_empty() {
         let msgs: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
         match opts.field_validation.as_str() {
@@ -189,8 +189,9 @@ pub fn commit(
             strategy::prepare_update(rr, old, &mut new);
         }
     }
-    strategy::builtin_rules(rr, &mut new, creating);
+    crate::builtin::apply_rules(rr, &mut new, creating);
     let mut errors = strategy::validate_meta(&rr.rt, &new, old.as_ref());
+    errors.extend(crate::builtin::validate(rr, &new, old.as_ref()));
     if rr.rt.group == "apiextensions.k8s.io" {
         errors.extend(crd::prepare(&mut new, old.as_ref()));
     }
@@ -198,6 +199,7 @@ pub fn commit(
     if !errors.is_empty() {
         return Err(ApiError::invalid(&target, &errors));
     }
+    crate::escalation::check(&inner.store, rr, &ctx.user, &new)?;
     if opts.record_managed {
         let sub = (!rr.subresource.is_empty()).then_some(rr.subresource.as_str());
         kts_patch::managed::record_update(old.as_ref(), &mut new, &opts.manager, sub);

@@ -1,0 +1,132 @@
+//! Built-in kinds: RBAC escalation prevention, immutable fields, label syntax, unknown
+//! top-level fields, namespace existence.
+
+mod common;
+use common::*;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const TEAM_A_ADMIN: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: role-manager, namespace: team-a}
+rules:
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, list, create, update, patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-manages-roles, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: role-manager}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
+"#;
+
+fn role(name: &str, group: &str, resource: &str, verbs: &[&str]) -> Role {
+    serde_json::from_value(json!({"metadata": {"name": name, "namespace": "team-a"},
+        "rules": [{"apiGroups": [group], "resources": [resource], "verbs": verbs}]}))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_refuses_to_grant_permissions_the_writer_lacks() {
+    let s = server().await;
+    s.apply_yaml_as_admin(TEAM_A_ADMIN).await.unwrap();
+    let roles: Api<Role> = Api::namespaced(s.client_as("alice").await.unwrap(), "team-a");
+    roles
+        .create(&PostParams::default(), &role("cm-reader", "", "configmaps", &["get"]))
+        .await
+        .expect("subset of own permissions");
+    let (code, reason, msg) = api_error(
+        roles
+            .create(&PostParams::default(), &role("approver", "secrets-bridge.io", "secretreadrequests", &["approve"]))
+            .await,
+    );
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"));
+    assert!(msg.contains("is attempting to grant RBAC permissions not currently held"), "{msg}");
+    assert!(msg.contains("Resources:[\"secretreadrequests\"]"), "{msg}");
+
+    // Binding a role whose permissions alice lacks is refused too; one she holds is fine.
+    s.apply_yaml_as_admin("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: approver, namespace: team-a}\nrules:\n- {apiGroups: [secrets-bridge.io], resources: [secretreadrequests], verbs: [approve]}\n").await.unwrap();
+    let bindings: Api<RoleBinding> = Api::namespaced(s.client_as("alice").await.unwrap(), "team-a");
+    let rb = |name: &str, role: &str| -> RoleBinding {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "team-a"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]}))
+        .unwrap()
+    };
+    assert_eq!(api_error(bindings.create(&PostParams::default(), &rb("self-approve", "approver")).await).0, 403);
+    let ok = bindings.create(&PostParams::default(), &rb("reader", "cm-reader")).await.unwrap();
+    // roleRef is immutable.
+    let change = json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "role-manager"}});
+    let (code, _, msg) =
+        api_error(bindings.patch(&ok.metadata.name.unwrap(), &PatchParams::default(), &Patch::Merge(&change)).await);
+    assert_eq!(code, 422, "{msg}");
+    assert!(msg.contains("roleRef: Invalid value: cannot change roleRef"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn immutable_secrets_labels_and_namespaces_are_validated() {
+    let s = server().await;
+    let client = s.client_as("admin").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let sec: Secret = serde_json::from_value(json!({"metadata": {"name": "frozen"}, "immutable": true,
+        "stringData": {"k": "v"}}))
+    .unwrap();
+    let created = secrets.create(&PostParams::default(), &sec).await.unwrap();
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    assert!(created.string_data.is_none(), "stringData is folded into data");
+    let (code, _, msg) = api_error(
+        secrets.patch("frozen", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"k": "w"}}))).await,
+    );
+    assert_eq!(code, 422);
+    assert!(msg.contains("data: Forbidden: field is immutable when `immutable` is set"), "{msg}");
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let bad = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("c".into()),
+            labels: Some([("app".to_string(), "not valid!".to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (code, _, msg) = api_error(cms.create(&PostParams::default(), &bad).await);
+    assert_eq!(code, 422);
+    assert!(msg.contains("metadata.labels: Invalid value: \"not valid!\""), "{msg}");
+
+    let nowhere: Api<ConfigMap> = Api::namespaced(client, "does-not-exist");
+    let (code, _, msg) = api_error(
+        nowhere
+            .create(
+                &PostParams::default(),
+                &ConfigMap {
+                    metadata: ObjectMeta { name: Some("c".into()), ..Default::default() },
+                    ..Default::default()
+                },
+            )
+            .await,
+    );
+    assert_eq!((code, msg.as_str()), (404, "namespaces \"does-not-exist\" not found"));
+
+    // Unknown top-level fields of a built-in: strict decoding error from kubectl.
+    let out = kubectl_stdin(
+        &s,
+        "admin",
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo}\ndatta: {a: b}\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field \"datta\""), "{err}");
+}
