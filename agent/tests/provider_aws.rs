@@ -177,3 +177,20 @@ async fn discovery_pages_through_more_than_100_secrets_with_their_tags() {
     assert_eq!(one.labels.get("Env:Region").map(String::as_str), Some("prod/eu"));
     assert!(!format!("{entries:?}").contains("secret-canary"), "discovery must never read values");
 }
+
+#[tokio::test]
+async fn a_binary_secret_is_refused_not_overwritten() {
+    let (aws, sdk, _f) = common::aws().await;
+    let name = common::unique("agent-test/binary");
+    sdk.create_secret()
+        .name(&name)
+        .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(vec![0u8, 1, 2]))
+        .send()
+        .await
+        .unwrap();
+    let err = aws.merge_write(&name, write(&[("a", "1")], &[], &token())).await.unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidValue(_)), "{err}");
+    assert!(err.to_string().contains("binary"), "{err}");
+    let versions = sdk.list_secret_version_ids().secret_id(&name).send().await.unwrap();
+    assert_eq!(versions.versions().len(), 1, "nothing was written");
+}

@@ -69,13 +69,22 @@ impl AwsSecretsManager {
     }
 
     async fn get(&self, reference: &str) -> Result<Option<(BTreeMap<String, SecretValue>, String)>, ProviderError> {
-        let out = match self.client.get_secret_value().secret_id(reference).send().await {
+        let mut out = match self.client.get_secret_value().secret_id(reference).send().await {
             Ok(out) => out,
             Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => return Ok(None),
             Err(err) => return Err(classify(err)),
         };
         let version = out.version_id().unwrap_or_default().to_owned();
-        let text = Zeroizing::new(out.secret_string().unwrap_or("{}").to_owned());
+        // Moved, not copied, into the wiping wrapper.
+        let text = Zeroizing::new(match (out.secret_string.take(), out.secret_binary.is_some()) {
+            (Some(text), _) => text,
+            (None, true) => {
+                return Err(ProviderError::InvalidValue(format!(
+                    "secret {reference:?} holds binary data; only JSON objects of keys are supported"
+                )));
+            }
+            (None, false) => "{}".to_owned(),
+        });
         drop(out);
         // The parse error is not shown: it could quote the secret text.
         let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)

@@ -56,7 +56,7 @@ pub struct MetadataPage {
 /// Why a provider operation failed. Messages never contain a value.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("secret {0:?} does not exist")]
+    #[error("secret not found: {0}")]
     NotFound(String),
     #[error("{0}")]
     VersionConflict(String),
