@@ -38,6 +38,23 @@ pub fn postgres_admin_url() -> String {
 pub struct TestDb {
     pub url: String,
     _dir: tempfile::TempDir,
+    postgres_name: Option<String>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop the per-test PostgreSQL database so repeated runs do not pile them up. Runs on
+        // its own thread and runtime because Drop cannot await.
+        let Some(name) = self.postgres_name.take() else { return };
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.ok()
+            })
+        })
+        .join();
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,11 +66,14 @@ pub enum Flavor {
 impl TestDb {
     pub async fn new(flavor: Flavor) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let url = match flavor {
-            Flavor::Sqlite => dir.path().join("store.db").display().to_string(),
-            Flavor::Postgres => fresh_postgres_database().await,
+        let (url, postgres_name) = match flavor {
+            Flavor::Sqlite => (dir.path().join("store.db").display().to_string(), None),
+            Flavor::Postgres => {
+                let (url, name) = fresh_postgres_database().await;
+                (url, Some(name))
+            }
         };
-        Self { url, _dir: dir }
+        Self { url, _dir: dir, postgres_name }
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -70,7 +90,7 @@ impl TestDb {
     }
 }
 
-async fn fresh_postgres_database() -> String {
+async fn fresh_postgres_database() -> (String, String) {
     let admin = postgres_admin_url();
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
@@ -78,7 +98,7 @@ async fn fresh_postgres_database() -> String {
     let name = format!("sb_test_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("CREATE DATABASE");
     let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
-    format!("{base}/{name}")
+    (format!("{base}/{name}"), name)
 }
 
 pub fn object(uid: &str) -> AuditObject {
