@@ -186,6 +186,10 @@ async fn kube_runtime_controller_reconciles_and_applies_status() {
         }
     };
     let w = observed(1).await;
+    // The controller re-applies an identical status: a no-op write, no new event, no loop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = admin.get("a").await.unwrap();
+    assert_eq!(again.resource_version(), w.resource_version(), "identical status apply is a no-op");
     assert_eq!(w.status.unwrap().phase.as_deref(), Some("Ready"));
     admin.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 4}}))).await.unwrap();
     let w = observed(2).await;

@@ -103,6 +103,9 @@ pub fn patch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response>
                 rr.name
             )));
         }
+        if old.is_none() && !rr.subresource.is_empty() {
+            return Err(ApiError::not_found(&rr.target(&rr.name)));
+        }
         let mut applied = body;
         if rr.rt.namespaced {
             applied["metadata"]["namespace"] = json!(rr.namespace);

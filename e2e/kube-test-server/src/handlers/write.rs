@@ -210,6 +210,13 @@ pub fn commit(
         return Ok(Committed { object: new, warnings });
     }
     let key = key_of(rr, &name);
+    if let Some(old) = &old
+        && unchanged(old, &new)
+    {
+        // Like etcd3's GuaranteedUpdate: a no-op write keeps the resourceVersion and emits no
+        // event (otherwise a controller re-applying the same status would loop forever).
+        return Ok(Committed { object: old.clone(), warnings });
+    }
     let object = if meta::is_deleting(&new) && meta::finalizers(&new).is_empty() {
         super::delete_now(app, inner, &key).unwrap_or(new)
     } else {
@@ -220,6 +227,26 @@ pub fn commit(
         stored
     };
     Ok(Committed { object, warnings })
+}
+
+/// Equal apart from resourceVersion and managedFields timestamps (which the real server
+/// also ignores when deciding whether a write changed anything).
+fn unchanged(old: &Value, new: &Value) -> bool {
+    let norm = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            if let Some(Value::Array(mf)) = m.get_mut("managedFields") {
+                for e in mf {
+                    if let Some(o) = e.as_object_mut() {
+                        o.remove("time");
+                    }
+                }
+            }
+        }
+        v
+    };
+    norm(old) == norm(new)
 }
 
 fn check_namespace_open(inner: &Inner, rr: &ResourceReq) -> ApiResult<()> {
