@@ -49,6 +49,17 @@ crdgen: ## Regenerate crds/ from the Rust types in core/src/crd
 e2e: tools build ## Only the end-to-end scenarios (Kubernetes API test server, real kubectl)
 	$(CARGO) nextest run -p sb-e2e -p kube-test-server --no-fail-fast
 
+# Where `make install` puts the kubectl plugin; kubectl finds plugins on PATH.
+PREFIX ?= $(HOME)/.cargo
+
+.PHONY: install
+install: ## Install the kubectl plugin: kubectl-sb and kubectl-approve into $(PREFIX)/bin
+	$(CARGO) build --release -p kubectl-sb
+	install -d "$(PREFIX)/bin"
+	install -m 0755 "$${CARGO_TARGET_DIR:-target}/release/kubectl-sb" "$(PREFIX)/bin/kubectl-sb"
+	ln -sf kubectl-sb "$(PREFIX)/bin/kubectl-approve"
+	@echo "installed: kubectl sb ... and kubectl approve ... (from $(PREFIX)/bin)"
+
 .PHONY: demo
 demo: ## The read → approve → reveal and patch flows, locally (arrives with the plugin issue)
 	@echo "make demo: not yet — the walkthrough arrives with the kubectl plugin issue (#6)."
