@@ -44,12 +44,13 @@ pub struct Agent {
 impl Agent {
     /// Runs until `shutdown` turns true, then drains in-flight jobs and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Heartbeats go on while in-flight jobs drain, so the operator does not think the
+        // agent is gone before its completions arrive; the task is aborted at the very end.
         let heartbeat = tokio::spawn(heartbeat_loop(
             self.client.clone(),
             self.executor.clone(),
             self.metrics.clone(),
             self.options.heartbeat_interval,
-            shutdown.clone(),
         ));
         let slots = Arc::new(Semaphore::new(self.options.max_concurrent_jobs as usize));
         // Fires when the grace period is over: jobs still running are released.
@@ -155,7 +156,6 @@ async fn heartbeat_loop(
     executor: Arc<Executor>,
     metrics: Arc<Metrics>,
     mut interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
 ) {
     let keypair = executor.keypair();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
@@ -181,10 +181,7 @@ async fn heartbeat_loop(
                 delay
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
+        tokio::time::sleep(delay).await;
     }
 }
 

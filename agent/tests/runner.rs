@@ -1,5 +1,5 @@
-//! Shutdown in-process: once shutdown begins the agent claims nothing more, lets a short
-//! in-flight job finish, and releases a long one as a retryable failure within the grace.
+//! The loop in-process: shutdown (no more claims, short jobs finish, long ones are released
+//! as retryable failures within the grace) and backoff while the operator fails.
 
 mod common;
 
@@ -61,23 +61,18 @@ fn read_job(id: &str, millis: u64) -> ClaimedJob {
     }
 }
 
-#[tokio::test]
-async fn shutdown_stops_claiming_finishes_short_jobs_and_releases_long_ones() {
-    let state = Arc::new(Operator::default());
-    state.queue.lock().unwrap().extend([read_job("short", 300), read_job("long", 60_000)]);
-    let pki = TestPki::generate();
-    let server = serve(&pki, fake_operator(state.clone())).await;
+fn agent_for(server_url: &str, pki: &TestPki, grace: Duration) -> Agent {
     let identity = Identity {
         agent_id: "edge".into(),
         secret: Zeroizing::new(AGENT_SECRET.into()),
-        operator_url: server.url.clone(),
+        operator_url: server_url.to_owned(),
         ca_pem: Some(pki.ca_pem.clone()),
         spki_pin: Some(pki.pin.clone()),
         source: "test",
     };
     let slow =
         NamedProvider { name: "slow".into(), scope: Scope::new(vec!["slow/".into()]), backend: Arc::new(SlowProvider) };
-    let agent = Agent {
+    Agent {
         client: Arc::new(OperatorClient::new(&identity, false).unwrap()),
         executor: Arc::new(Executor::new("edge".into(), derive_agent_keypair(AGENT_SECRET.as_bytes()), vec![slow], 10)),
         metrics: Arc::new(Metrics::new()),
@@ -85,9 +80,18 @@ async fn shutdown_stops_claiming_finishes_short_jobs_and_releases_long_ones() {
             max_concurrent_jobs: 4,
             claim_wait_seconds: 1,
             heartbeat_interval: Duration::from_secs(1),
-            shutdown_grace: Duration::from_secs(2),
+            shutdown_grace: grace,
         },
-    };
+    }
+}
+
+#[tokio::test]
+async fn shutdown_stops_claiming_finishes_short_jobs_and_releases_long_ones() {
+    let state = Arc::new(Operator::default());
+    state.queue.lock().unwrap().extend([read_job("short", 300), read_job("long", 60_000)]);
+    let pki = TestPki::generate();
+    let server = serve(&pki, fake_operator(state.clone())).await;
+    let agent = agent_for(&server.url, &pki, Duration::from_secs(2));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(agent.run(stopped));
     wait_until("both jobs claimed", || state.queue.lock().unwrap().is_empty()).await;
@@ -102,4 +106,25 @@ async fn shutdown_stops_claiming_finishes_short_jobs_and_releases_long_ones() {
     let Some(JobOutcome::Failed(released)) = outcome("long") else { panic!("long job not released: {completions:?}") };
     assert_eq!(released.reason, "AgentShutdown");
     assert!(released.retryable, "a released job must be retryable");
+}
+
+#[tokio::test]
+async fn an_unavailable_operator_is_retried_with_backoff_not_hammered() {
+    let pki = TestPki::generate();
+    let failing = axum::Router::new().fallback(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE });
+    let server = serve(&pki, failing).await;
+    let agent = agent_for(&server.url, &pki, Duration::from_secs(1));
+    let metrics = agent.metrics.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(agent.run(stopped));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running).await.expect("stops").unwrap();
+
+    // Claims and heartbeats back off from 0.5 s doubling: a handful each in 3 s, not hundreds.
+    let requests = server.request_count();
+    assert!((2..=16).contains(&requests), "{requests} requests in 3 s");
+    let text = metrics.encode();
+    assert!(!text.contains("sb_agent_heartbeat_failures_total 0"), "{text}");
+    assert!(!metrics.ready.load(std::sync::atomic::Ordering::Relaxed), "not ready without a heartbeat");
 }
