@@ -3,6 +3,10 @@
 
 pub use kube_test_server;
 
+pub mod operator;
+pub mod scenario;
+pub mod scripted_agent;
+
 use anyhow::{Context, bail};
 use kube_test_server::{Config, TestServer};
 use std::path::{Path, PathBuf};

@@ -31,6 +31,10 @@ pub enum Command {
     ///
     /// Example: sb-operator serve --database-url /var/lib/sb/store.db --tls-dir /etc/sb/tls
     Serve(ServeArgs),
+    /// Run the control plane: store, agent API, metrics and the controllers.
+    ///
+    /// Example: sb-operator run --agent-api-endpoint https://sb-operator.secrets-bridge:8443
+    Run(Box<crate::run::RunArgs>),
     /// Inspect the audit trail.
     Audit {
         #[command(subcommand)]
@@ -195,6 +199,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => runtime()?.block_on(commands::serve(args)),
+        Command::Run(args) => runtime()?.block_on(crate::run::run(*args)),
         Command::Audit { command: AuditCommand::Verify { database } } => {
             runtime()?.block_on(commands::audit_verify(database))
         }

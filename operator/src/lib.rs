@@ -3,8 +3,10 @@
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod controllers;
 pub mod crdgen;
 pub mod kms;
 pub mod policy;
+pub mod run;
 pub mod store;
 pub mod tls;

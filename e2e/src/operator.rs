@@ -1,0 +1,181 @@
+//! The real `sb-operator run` process against the Kubernetes API test server, authenticated
+//! as its service account with only the shipped ClusterRole, with a SQLite store and a local
+//! key file in a temporary directory that survives restarts of the process.
+
+use crate::Cluster;
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The operator's Kubernetes user (the admission policies exempt exactly this name).
+pub const OPERATOR_USER: &str = "system:serviceaccount:secrets-bridge:sb-operator";
+/// The operator's namespace.
+pub const OPERATOR_NAMESPACE: &str = "secrets-bridge";
+
+/// The built operator binary; building it is the Makefile's job (`make build`).
+/// `SB_OPERATOR_BIN` overrides the path (e.g. a release build or a copy).
+pub fn operator_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SB_OPERATOR_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::repo_root().join("target"));
+    let target = if target.is_relative() { crate::repo_root().join(target) } else { target };
+    let path = target.join("debug").join("sb-operator");
+    if !path.exists() {
+        bail!(
+            "{} does not exist: build it first with `cargo build -p sb-operator` (the Makefile's e2e target does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running (or stopped) operator process.
+pub struct Operator {
+    child: Option<Child>,
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    /// Holds the SQLite file, the key file and the logs.
+    pub data_dir: tempfile::TempDir,
+    /// Port of the agent API on 127.0.0.1.
+    pub api_port: u16,
+    metrics_port: u16,
+    starts: u32,
+    extra_args: Vec<String>,
+}
+
+impl Operator {
+    /// Starts the operator as its service account; waits until its controllers run.
+    pub async fn start(cluster: &Cluster, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let mut op = Self {
+            child: None,
+            binary: operator_binary()?,
+            kubeconfig: cluster.server.kubeconfig_for(OPERATOR_USER)?,
+            data_dir: tempfile::tempdir()?,
+            api_port: free_port()?,
+            metrics_port: free_port()?,
+            starts: 0,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        op.spawn().await?;
+        Ok(op)
+    }
+
+    /// The agent API URL written into identity.json.
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.api_port)
+    }
+
+    fn log_path(&self, start: u32) -> PathBuf {
+        self.data_dir.path().join(format!("operator-{start}.log"))
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path(self.starts))?;
+        let child = Command::new(&self.binary)
+            .arg("run")
+            .args(["--namespace", OPERATOR_NAMESPACE])
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .args(["--agent-api-listen", &format!("127.0.0.1:{}", self.api_port)])
+            .args(["--agent-api-endpoint", &self.endpoint()])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", self.metrics_port)])
+            .args(["--poll-interval", "1s", "--crd-wait", "30s"])
+            .args(&self.extra_args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,sb_operator=debug,kube_runtime=warn,hyper=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        self.wait_for_log("controllers started", Duration::from_secs(60)).await
+    }
+
+    /// Waits until the current process's log contains `needle`.
+    pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default().contains(needle) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("sb-operator exited ({status}) before logging {needle:?}\n{}", self.logs());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("sb-operator did not log {needle:?} within {timeout:?}\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, as in a node failure.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<bool> {
+        let Some(mut child) = self.child.take() else { return Ok(false) };
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                bail!("sb-operator did not stop within {timeout:?} of SIGTERM\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the process again on the same data directory and port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn().await
+    }
+
+    /// Every log line of every start, for failure messages.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|n| {
+                format!(
+                    "--- sb-operator start {n} ---\n{}",
+                    std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The SQLite file (for assertions that nothing readable is left in it).
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.path().join("sb.db")
+    }
+
+    /// The data directory.
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

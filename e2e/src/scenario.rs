@@ -1,0 +1,182 @@
+//! One operator scenario: the test server with the shipped CRDs, roles, admission policies
+//! and the operator's RBAC; namespace `team-a` with a requester (alice), an approver (bob)
+//! and a user who may edit status but lacks `approve` (mallory); the AgentRegistration
+//! `edge`; the operator process; and the scripted agent holding the minted identity.
+
+use crate::operator::{OPERATOR_NAMESPACE, OPERATOR_USER, Operator};
+use crate::scripted_agent::ScriptedAgent;
+use crate::{Cluster, KubectlRun};
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, Resource};
+use sb_core::protocol::AgentIdentity;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Users of every scenario.
+pub const USERS: &[(&str, &[&str])] = &[
+    ("alice", &["developers"]),
+    ("bob", &["approvers"]),
+    ("mallory", &["status-editors"]),
+    (OPERATOR_USER, &["system:serviceaccounts", "system:serviceaccounts:secrets-bridge"]),
+];
+
+/// team-a: alice requests (by group); bob and alice approve, bound by user name because the
+/// operator's SubjectAccessReview knows only the approver's name (alice holding `approve`
+/// shows that the requester is refused as such, not for lack of the verb); mallory edits
+/// status only.
+pub const TEAM_A: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: requesters, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets-bridge-requester}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: developers}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: approvers, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets-bridge-approver}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: status-editor, namespace: team-a}
+rules:
+  - apiGroups: ["secrets-bridge.io"]
+    resources: ["secretreadrequests", "secretreadrequests/status", "secretpatches", "secretpatches/status"]
+    verbs: ["get", "list", "update", "patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: status-editors, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: status-editor}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}]
+---
+apiVersion: secrets-bridge.io/v1alpha1
+kind: AgentRegistration
+metadata: {name: edge}
+spec:
+  description: the scripted agent of the operator scenarios
+  heartbeatIntervalSeconds: 5
+  providers:
+    - name: vault
+      type: Vault
+      scope: {allowedPrefixes: ["team-a/"]}
+"#;
+
+/// Bound on every wait of a scenario.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A running scenario.
+pub struct Scenario {
+    pub cluster: Cluster,
+    pub operator: Operator,
+    pub agent: ScriptedAgent,
+    pub admin: Client,
+}
+
+impl Scenario {
+    /// Sets everything up and waits for the agent's identity Secret.
+    pub async fn start() -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cluster = Cluster::start(USERS).await?;
+        cluster.apply_repo_path("crds").await?;
+        cluster
+            .kubectl("admin", &["wait", "--for=condition=Established", "crd", "--all", "--timeout=20s"], None)
+            .await?
+            .expect_ok("waiting for the CRDs");
+        cluster.apply_repo_path("charts/secrets-bridge/files").await?;
+        cluster.kubectl("admin", &["apply", "-f", "-"], Some(TEAM_A)).await?.expect_ok("team-a setup");
+        let operator = Operator::start(&cluster, &[]).await?;
+        let admin = cluster.server.client_as("admin").await?;
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
+        let secret =
+            wait_for(&secrets, "edge-agent-identity", "the agent identity Secret", |_: &Secret| true, &operator)
+                .await?;
+        let bytes = secret.data.as_ref().and_then(|d| d.get("identity.json")).context("identity.json missing")?;
+        let identity: AgentIdentity = serde_json::from_slice(&bytes.0)?;
+        let agent = ScriptedAgent::new(identity)?;
+        Ok(Self { cluster, operator, agent, admin })
+    }
+
+    /// Runs kubectl as `user`.
+    pub async fn kubectl(&self, user: &str, args: &[&str], stdin: Option<&str>) -> KubectlRun {
+        self.cluster.kubectl(user, args, stdin).await.expect("kubectl runs")
+    }
+
+    /// Appends `user`'s decision to `status.approvals` of `resource/name` in team-a through
+    /// the status subresource, as `kubectl sb approve` does; the admission policy judges it.
+    pub async fn decide(
+        &self,
+        user: &str,
+        resource: &str,
+        name: &str,
+        decision: &str,
+        has_approvals: bool,
+    ) -> KubectlRun {
+        let entry = serde_json::json!({"decision": decision, "approver": user, "reason": "checked the ticket", "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)});
+        let op = if has_approvals {
+            serde_json::json!([{"op": "add", "path": "/status/approvals/-", "value": entry}])
+        } else {
+            serde_json::json!([{"op": "add", "path": "/status/approvals", "value": [entry]}])
+        };
+        let body = op.to_string();
+        self.kubectl(
+            user,
+            &["patch", resource, name, "-n", "team-a", "--subresource=status", "--type=json", "-p", &body],
+            None,
+        )
+        .await
+    }
+
+    /// Waits until the object satisfies `pred`; on timeout fails with its status and the
+    /// operator's log.
+    pub async fn wait<K>(&self, api: &Api<K>, name: &str, what: &str, pred: impl Fn(&K) -> bool) -> anyhow::Result<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        wait_for(api, name, what, pred, &self.operator).await
+    }
+}
+
+/// Waits up to [`WAIT`] for `name` to exist and satisfy `pred`.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&K) -> bool,
+    operator: &Operator,
+) -> anyhow::Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = None;
+    loop {
+        match api.get_opt(name).await {
+            Ok(Some(obj)) if pred(&obj) => return Ok(obj),
+            Ok(found) => last = found,
+            Err(e) => tracing_note(&e),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let shown =
+                last.map(|o| serde_json::to_string_pretty(&o).unwrap_or_default()).unwrap_or_else(|| "<absent>".into());
+            anyhow::bail!(
+                "timed out after {WAIT:?} waiting for {what} ({name})\nobject:\n{shown}\n{}",
+                operator.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tracing_note(e: &kube::Error) {
+    eprintln!("wait: {e}");
+}

@@ -1,0 +1,166 @@
+//! The read flow with the real operator process: request as alice, refused approvals that
+//! never count, bob's approval through the shipped admission policy, a job the scripted agent
+//! claims, a delivery Secret that holds only ciphertext, and reveal-once. Also: deny, a
+//! target out of scope, and an operator killed with SIGKILL between approval and claim.
+
+use kube::Api;
+use sb_core::binding::read_aad;
+use sb_core::crd::{ReadPhase, SecretReadRequest};
+use sb_core::protocol::{JobOutcome, JobPayload, JobResult};
+use sb_core::seal::{Envelope, KeyPair, Purpose, SecretValue, open, seal};
+use sb_e2e::scenario::Scenario;
+use std::collections::BTreeMap;
+
+fn request_yaml(name: &str, reference: &str, recipient: &KeyPair) -> String {
+    format!(
+        r#"
+apiVersion: secrets-bridge.io/v1alpha1
+kind: SecretReadRequest
+metadata: {{name: {name}, namespace: team-a}}
+spec:
+  target: {{agent: edge, provider: vault, ref: "{reference}", keys: [password]}}
+  justification: Rotating the reporting job's connection string (INC-4211).
+  requester: alice
+  recipient: "{}"
+  delivery: {{mode: RevealOnce, ttlSeconds: 900}}
+"#,
+        recipient.public.to_base64()
+    )
+}
+
+fn phase(r: &SecretReadRequest) -> Option<ReadPhase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+fn has_approvals(r: &SecretReadRequest) -> bool {
+    r.status.as_ref().is_some_and(|s| !s.approvals.is_empty())
+}
+
+async fn create_pending(s: &Scenario, name: &str, reference: &str, recipient: &KeyPair) -> SecretReadRequest {
+    s.kubectl("alice", &["apply", "-f", "-"], Some(&request_yaml(name, reference, recipient)))
+        .await
+        .expect_ok("alice's request");
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    s.wait(&api, name, "phase Pending", |r| phase(r) == Some(ReadPhase::Pending)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approved_read_is_delivered_sealed_and_revealed_once() {
+    let s = Scenario::start().await.unwrap();
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    let recipient = KeyPair::generate();
+    let request = create_pending(&s, "db", "team-a/db", &recipient).await;
+    assert_eq!(request.status.as_ref().unwrap().approval_summary.as_deref(), Some("0/1"));
+
+    // alice may not approve her own request; mallory may edit status but lacks `approve`.
+    let err = s.decide("alice", "srr", "db", "Approve", false).await.expect_err("self-approval");
+    assert!(err.contains("the requester cannot approve"), "{err}");
+    let err = s.decide("mallory", "srr", "db", "Approve", false).await.expect_err("approval without the verb");
+    assert!(err.contains("lacks the RBAC verb approve"), "{err}");
+    assert!(s.agent.claim(0).await.unwrap().is_empty(), "refused approvals must not produce a job");
+
+    s.decide("bob", "srr", "db", "Approve", has_approvals(&request)).await.expect_ok("bob's approval");
+    let queued = s.wait(&api, "db", "phase Queued", |r| phase(r) == Some(ReadPhase::Queued)).await.unwrap();
+    let jobs = s.agent.claim(1).await.unwrap();
+    assert_eq!(jobs.len(), 1, "one job within a 1 s long-poll: {jobs:?}");
+    let job = &jobs[0];
+    assert_eq!(Some(&job.job_id), queued.status.as_ref().unwrap().job_id.as_ref());
+    let JobPayload::Read(read) = &job.payload else { panic!("not a read job: {:?}", job.payload) };
+    assert_eq!(read.recipient, recipient.public.to_base64());
+    let uid = request.metadata.uid.clone().unwrap();
+    assert_eq!(read.object_uid, uid);
+
+    let canary = format!("canary-{}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    let aad = read_aad(&uid, &read.target, "password");
+    let envelope =
+        seal(&recipient.public, Purpose::ReadDelivery, &aad, &SecretValue::new(canary.clone().into_bytes())).unwrap();
+    let outcome = JobOutcome::Succeeded(JobResult::Read {
+        deliveries: BTreeMap::from([("password".to_owned(), envelope)]),
+        missing_keys: vec![],
+        provider_version: Some("3".into()),
+    });
+    s.agent.complete(job, outcome).await.unwrap();
+    let delivered = s.wait(&api, "db", "phase Delivered", |r| phase(r) == Some(ReadPhase::Delivered)).await.unwrap();
+    let status = delivered.status.unwrap();
+    assert!(status.delivered_at.is_some() && status.expires_at.is_some(), "{status:?}");
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(s.admin.clone(), "team-a");
+    let secret = secrets.get("db-delivery").await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("secrets-bridge.io/sealed-delivery"));
+    let annotations = secret.metadata.annotations.clone().unwrap();
+    assert_eq!(annotations["secrets-bridge.io/request-uid"], uid);
+    assert!(annotations.contains_key("secrets-bridge.io/expires-at"));
+    let data = secret.data.clone().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), vec!["password"]);
+    let compact = String::from_utf8(data["password"].0.clone()).unwrap();
+    let opened = open(&recipient, Purpose::ReadDelivery, &aad, &Envelope::from_compact(&compact).unwrap()).unwrap();
+    assert_eq!(opened.expose(), canary.as_bytes(), "the requester's key opens the delivery");
+
+    // Only ciphertext anywhere: the cluster, the operator's database and its logs.
+    let dump = serde_json::to_string(&s.cluster.server.dump_all()).unwrap();
+    assert!(!dump.contains(&canary), "plaintext found in the cluster");
+    let database = std::fs::read(s.operator.database_path()).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&database).contains(&canary), "plaintext found in the store");
+    assert!(!s.operator.logs().contains(&canary), "plaintext found in the operator's log");
+
+    s.kubectl("alice", &["delete", "secret", "db-delivery", "-n", "team-a"], None)
+        .await
+        .expect_ok("reveal deletes the delivery");
+    let revealed = s.wait(&api, "db", "phase Revealed", |r| phase(r) == Some(ReadPhase::Revealed)).await.unwrap();
+    assert!(revealed.status.unwrap().revealed_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deny_ends_the_request_without_a_job() {
+    let s = Scenario::start().await.unwrap();
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    let request = create_pending(&s, "nope", "team-a/db", &KeyPair::generate()).await;
+    s.decide("bob", "srr", "nope", "Deny", has_approvals(&request)).await.expect_ok("bob's denial");
+    let denied = s.wait(&api, "nope", "phase Denied", |r| phase(r) == Some(ReadPhase::Denied)).await.unwrap();
+    let status = denied.status.unwrap();
+    assert!(
+        status.conditions.iter().any(|c| c.type_ == "Approved" && c.reason == "Denied" && c.message.contains("bob")),
+        "{status:?}"
+    );
+    assert!(status.job_id.is_none());
+    assert!(s.agent.claim(1).await.unwrap().is_empty(), "a denied request must not produce a job");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_outside_the_agents_scope_fails_without_a_job() {
+    let s = Scenario::start().await.unwrap();
+    s.kubectl("alice", &["apply", "-f", "-"], Some(&request_yaml("elsewhere", "team-b/db", &KeyPair::generate())))
+        .await
+        .expect_ok("alice's request");
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    let failed = s.wait(&api, "elsewhere", "phase Failed", |r| phase(r) == Some(ReadPhase::Failed)).await.unwrap();
+    let status = failed.status.unwrap();
+    assert!(status.conditions.iter().any(|c| c.reason == "OutOfScope" && c.message.contains("team-a/")), "{status:?}");
+    assert!(status.job_id.is_none());
+    assert!(s.agent.claim(1).await.unwrap().is_empty(), "an out-of-scope request must not produce a job");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_killed_between_approval_and_claim_resumes_with_exactly_one_job() {
+    let mut s = Scenario::start().await.unwrap();
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    let request = create_pending(&s, "crash", "team-a/db", &KeyPair::generate()).await;
+    s.decide("bob", "srr", "crash", "Approve", has_approvals(&request)).await.expect_ok("bob's approval");
+    let queued = s.wait(&api, "crash", "phase Queued", |r| phase(r) == Some(ReadPhase::Queued)).await.unwrap();
+    let job_id = queued.status.unwrap().job_id.unwrap();
+
+    s.operator.kill();
+    s.operator.restart().await.unwrap();
+    // Let the restarted controllers reconcile the request again before claiming.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let jobs = s.agent.claim(2).await.unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(),
+        vec![job_id.clone()],
+        "{}",
+        s.operator.logs()
+    );
+    assert!(s.agent.claim(1).await.unwrap().is_empty(), "the restart must not duplicate the job");
+    let after = api.get("crash").await.unwrap();
+    assert_eq!(after.status.unwrap().job_id.as_deref(), Some(job_id.as_str()));
+}

@@ -1,0 +1,117 @@
+//! The operator's Kubernetes controllers (DESIGN.md §2–§3). Each controller lives in its own
+//! module and follows the same shape: `dereference (reads) → validate (pure) → decide/build
+//! (pure) → apply (writes) → status`. Every write is a server-side apply with one field
+//! manager per controller, status included; every transition is audited first and does not
+//! happen when the audit append fails (fail closed).
+
+pub mod agent_registration;
+pub mod approval;
+pub mod catalog;
+pub mod conditions;
+pub mod delivery;
+pub mod discovery;
+mod error;
+pub mod metrics;
+pub mod patch;
+pub mod read;
+mod startup;
+
+pub use error::Error;
+pub use metrics::ControllerMetrics;
+pub use startup::{StartupError, run_all, wait_for_crds};
+
+use crate::audit::{AuditEvent, AuditObject};
+use crate::store::Store;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The actor name under which the operator's own transitions are audited.
+pub const OPERATOR_ACTOR: &str = "operator";
+
+/// What the controllers need to know about the installation.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The operator's own namespace (identity Secrets live here).
+    pub namespace: String,
+    /// Base URL agents use to reach the agent API; written into identity.json.
+    pub agent_api_endpoint: String,
+    /// PEM CA bundle agents trust; written into identity.json.
+    pub ca_bundle: String,
+    /// SPKI pin of the serving certificate; written into identity.json.
+    pub spki_sha256: String,
+    /// How long a request may wait for approvals before it expires.
+    pub approval_window: Duration,
+    /// How often requests in flight are looked at again even without a watch event.
+    pub poll_interval: Duration,
+}
+
+/// Shared state of every controller.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<ControllerMetrics>,
+    pub store: Store,
+    pub config: ControllerConfig,
+}
+
+impl Context {
+    pub fn new(client: Client, store: Store, config: ControllerConfig, metrics: Arc<ControllerMetrics>) -> Self {
+        let reporter = Reporter { controller: "sb-operator".into(), instance: std::env::var("POD_NAME").ok() };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self { client, recorder, metrics, store, config }
+    }
+
+    /// Appends an audit event; a failure becomes [`Error::AuditUnavailable`] so the caller
+    /// does not make the transition it was about to make.
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), Error> {
+        self.store.audit(&event).await.map(|_| ()).map_err(Error::AuditUnavailable)
+    }
+
+    /// Publishes a Kubernetes Event about `obj`; best effort (events are not a record).
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::debug!(error = %e, "could not publish an event");
+        }
+    }
+}
+
+/// The audit object of a Kubernetes object.
+pub fn audit_object<K: Resource<DynamicType = ()>>(obj: &K) -> AuditObject {
+    AuditObject {
+        kind: K::kind(&()).into_owned(),
+        namespace: obj.meta().namespace.clone().unwrap_or_default(),
+        name: obj.name_any(),
+        uid: obj.meta().uid.clone().unwrap_or_default(),
+    }
+}
+
+/// An ownerReference making `owner` the controller of a child object.
+pub fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
+    owner.controller_owner_ref(&())
+}
+
+/// A Kubernetes timestamp from a chrono one.
+pub fn to_time(at: chrono::DateTime<chrono::Utc>) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_millisecond(at.timestamp_millis()).unwrap_or_default())
+}
+
+/// A chrono timestamp from a Kubernetes one.
+pub fn from_time(at: &Time) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(at.0.as_millisecond()).unwrap_or_default()
+}
+
+/// Now, as a Kubernetes timestamp.
+pub fn now_time() -> Time {
+    to_time(chrono::Utc::now())
+}

@@ -1,0 +1,275 @@
+//! The SecretPatch controller: target check → approvals → job → Executed with the
+//! provider's new version. GitOps observation (`spec.observe`) is a later step: a patch that
+//! asks for it says so in its status message and stays Executed.
+
+use super::approval::{self, ApprovalSubject, Gate};
+use super::conditions::{apply_status, clear_condition, condition, set_condition};
+use super::{Context, Error, OPERATOR_ACTOR, audit_object, from_time, now_time};
+use crate::audit::AuditEvent;
+use crate::policy::target::check_target;
+use crate::store::{JobState, NewJob};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use sb_core::crd::{AgentRegistration, PatchPhase, SecretPatch, SecretPatchStatus};
+use sb_core::protocol::{JobOutcome, JobPayload, JobResult, PatchJob};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::instrument;
+
+/// Field manager of every write of this controller.
+pub const MANAGER: &str = "sb-operator-patch";
+const CONTROLLER: &str = "secretpatch";
+
+/// Reconciles one SecretPatch.
+#[instrument(skip(ctx, obj), fields(uid = %obj.uid().unwrap_or_default(), name = %obj.name_any(), job_id = tracing::field::Empty))]
+pub async fn reconcile(obj: Arc<SecretPatch>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.time(CONTROLLER);
+    let result = step(&obj, &ctx).await;
+    if let Err(Error::AuditUnavailable(e)) = &result {
+        let mut status = current_status(&obj);
+        set_condition(
+            &mut status.conditions,
+            condition("AuditUnavailable", true, "AuditUnavailable", e.to_string(), obj.metadata.generation),
+        );
+        let _ = apply_status(&api(&ctx, &obj), &obj.name_any(), MANAGER, &status).await;
+    }
+    result
+}
+
+/// The error policy: permanent → wait for a change; transient → bounded backoff.
+pub fn error_policy(_obj: Arc<SecretPatch>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(CONTROLLER, error);
+    tracing::warn!(error = %error, "reconcile failed");
+    super::error::backoff(error, 3)
+}
+
+fn api(ctx: &Context, obj: &SecretPatch) -> Api<SecretPatch> {
+    Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+}
+
+fn current_status(obj: &SecretPatch) -> SecretPatchStatus {
+    let mut status = obj.status.clone().unwrap_or_default();
+    status.approvals.clear();
+    clear_condition(&mut status.conditions, "AuditUnavailable");
+    status.observed_generation = obj.metadata.generation;
+    status
+}
+
+async fn step(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
+    let phase = obj.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+    let job_id = obj.status.as_ref().and_then(|s| s.job_id.clone());
+    match phase {
+        PatchPhase::Executed
+        | PatchPhase::Applied
+        | PatchPhase::AppliedUnverified
+        | PatchPhase::Denied
+        | PatchPhase::Failed => Ok(Action::await_change()),
+        PatchPhase::Queued | PatchPhase::Running if job_id.is_some() => {
+            follow_job(obj, ctx, job_id.as_deref().unwrap_or_default()).await
+        }
+        _ => gate(obj, ctx).await,
+    }
+}
+
+async fn transition(
+    obj: &SecretPatch,
+    ctx: &Context,
+    mut status: SecretPatchStatus,
+    phase: PatchPhase,
+    reason: &str,
+    message: String,
+) -> Result<(), Error> {
+    let from = obj.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+    if from != phase {
+        let outcome = format!("{phase:?}");
+        ctx.audit(
+            AuditEvent::now(OPERATOR_ACTOR, "patch.transition", audit_object(obj))
+                .outcome(outcome, format!("{reason}: {message}")),
+        )
+        .await?;
+        ctx.event(obj, matches!(phase, PatchPhase::Failed | PatchPhase::Denied), reason, message.clone()).await;
+        tracing::info!(from = ?from, to = ?phase, reason, "phase changed");
+    }
+    let ready = matches!(phase, PatchPhase::Executed | PatchPhase::Applied | PatchPhase::AppliedUnverified);
+    set_condition(&mut status.conditions, condition("Ready", ready, reason, message.clone(), obj.metadata.generation));
+    status.phase = Some(phase);
+    status.message = Some(message);
+    if status == current_status(obj) {
+        return Ok(());
+    }
+    apply_status(&api(ctx, obj), &obj.name_any(), MANAGER, &status).await?;
+    Ok(())
+}
+
+async fn gate(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let mut status = current_status(obj);
+    let generation = obj.metadata.generation;
+    let registration = Api::<AgentRegistration>::all(ctx.client.clone()).get_opt(&obj.spec.target.agent).await?;
+    if let Err(rejected) = check_target(&obj.spec.target, registration.as_ref()) {
+        set_condition(
+            &mut status.conditions,
+            condition("Approved", false, rejected.reason, rejected.message.clone(), generation),
+        );
+        transition(obj, ctx, status, PatchPhase::Failed, rejected.reason, rejected.message).await?;
+        return Ok(Action::await_change());
+    }
+    let required = match approval::required_for(ctx, &namespace).await? {
+        Ok(n) => n,
+        Err(message) => {
+            transition(obj, ctx, status, PatchPhase::Failed, "InvalidApprovalPolicy", message).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let approvals = obj.status.as_ref().map(|s| s.approvals.clone()).unwrap_or_default();
+    let subject = ApprovalSubject {
+        resource: "secretpatches",
+        namespace: &namespace,
+        name: &obj.name_any(),
+        requester: &obj.spec.requester,
+        approvals: &approvals,
+    };
+    let tally = approval::count(ctx, &subject, required).await?;
+    let created = obj.metadata.creation_timestamp.as_ref().map(from_time).unwrap_or_else(chrono::Utc::now);
+    match approval::decide(&tally, created, ctx.config.approval_window, chrono::Utc::now()) {
+        Gate::Denied { by, reason, summary } => {
+            status.approval_summary = Some(summary);
+            let message = format!("denied by {by}: {reason}");
+            set_condition(&mut status.conditions, condition("Approved", false, "Denied", message.clone(), generation));
+            transition(obj, ctx, status, PatchPhase::Denied, "Denied", message).await?;
+            Ok(Action::await_change())
+        }
+        Gate::Expired { summary } => {
+            // SecretPatch has no Expired phase: an unapproved patch fails with the reason.
+            status.approval_summary = Some(summary);
+            let message = "the approval window ended before enough approvals arrived".to_owned();
+            set_condition(
+                &mut status.conditions,
+                condition("Approved", false, "ApprovalWindowExpired", message.clone(), generation),
+            );
+            transition(obj, ctx, status, PatchPhase::Failed, "ApprovalWindowExpired", message).await?;
+            Ok(Action::await_change())
+        }
+        Gate::Waiting { summary, deadline } => {
+            let message = format!("waiting for approvals ({summary})");
+            set_condition(
+                &mut status.conditions,
+                condition("Approved", false, "WaitingForApproval", message.clone(), generation),
+            );
+            status.approval_summary = Some(summary);
+            transition(obj, ctx, status, PatchPhase::Pending, "WaitingForApproval", message).await?;
+            let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+            Ok(Action::requeue(left.max(Duration::from_secs(1))))
+        }
+        Gate::Approved { approvers, summary } => {
+            for approver in &approvers {
+                ctx.audit(
+                    AuditEvent::now(format!("user:{approver}"), "patch.approval", audit_object(obj))
+                        .outcome("Counted", "Approve"),
+                )
+                .await?;
+            }
+            let uid = obj.uid().ok_or_else(|| Error::Invalid("the object has no uid".into()))?;
+            let payload = JobPayload::Patch(PatchJob {
+                object_uid: uid,
+                namespace: namespace.clone(),
+                name: obj.name_any(),
+                target: obj.spec.target.clone(),
+                values: obj.spec.values.clone(),
+                delete: obj.spec.delete.clone(),
+                expected_version: obj.spec.expected_version.clone(),
+            });
+            let job = NewJob {
+                agent: obj.spec.target.agent.clone(),
+                object: audit_object(obj),
+                generation: generation.unwrap_or(1),
+                payload,
+            };
+            let enqueued = ctx.store.enqueue_job(OPERATOR_ACTOR, job).await?;
+            tracing::Span::current().record("job_id", enqueued.job_id.as_str());
+            set_condition(
+                &mut status.conditions,
+                condition("Approved", true, "Approved", format!("approved by {}", approvers.join(", ")), generation),
+            );
+            status.approval_summary = Some(summary);
+            status.job_id = Some(enqueued.job_id.clone());
+            let message = format!(
+                "approved by {}; job {} queued for agent {}",
+                approvers.join(", "),
+                enqueued.job_id,
+                obj.spec.target.agent
+            );
+            transition(obj, ctx, status, PatchPhase::Queued, "Queued", message).await?;
+            Ok(Action::requeue(ctx.config.poll_interval))
+        }
+    }
+}
+
+async fn follow_job(obj: &SecretPatch, ctx: &Context, job_id: &str) -> Result<Action, Error> {
+    tracing::Span::current().record("job_id", job_id);
+    let mut status = current_status(obj);
+    let Some(job) = ctx.store.job_state(job_id).await? else { return gate(obj, ctx).await };
+    match job.state {
+        JobState::Queued => {
+            transition(
+                obj,
+                ctx,
+                status,
+                PatchPhase::Queued,
+                "Queued",
+                format!("job {job_id} waits for agent {}", job.agent),
+            )
+            .await?;
+            Ok(Action::requeue(ctx.config.poll_interval))
+        }
+        JobState::Leased => {
+            let message = format!("agent {} is running job {job_id} (attempt {})", job.agent, job.attempts);
+            transition(obj, ctx, status, PatchPhase::Running, "Running", message).await?;
+            Ok(Action::requeue(ctx.config.poll_interval))
+        }
+        JobState::Succeeded | JobState::Failed => {
+            ctx.audit(
+                AuditEvent::now(OPERATOR_ACTOR, "patch.result", audit_object(obj))
+                    .outcome("Started", job_id.to_owned()),
+            )
+            .await?;
+            match ctx.store.take_result(OPERATOR_ACTOR, job_id).await? {
+                Some(JobOutcome::Succeeded(JobResult::Patch { provider_version })) => {
+                    status.provider_version = Some(provider_version.clone());
+                    status.executed_at = Some(now_time());
+                    let mut message = format!("written; the provider's version is now {provider_version}");
+                    if obj.spec.observe.is_some() {
+                        message.push_str("; GitOps observation (spec.observe) is not handled by this operator version");
+                    }
+                    transition(obj, ctx, status, PatchPhase::Executed, "Executed", message).await?;
+                }
+                Some(JobOutcome::Failed(failure)) => {
+                    let message = format!("the agent could not write the secret: {}", failure.message);
+                    transition(obj, ctx, status, PatchPhase::Failed, &failure.reason, message).await?;
+                }
+                Some(JobOutcome::Succeeded(_)) => {
+                    return Err(Error::Invalid(format!("job {job_id} returned a result that is not a patch")));
+                }
+                None => {
+                    let ok = job.state == JobState::Succeeded;
+                    let reason = if ok {
+                        "Executed".to_owned()
+                    } else {
+                        job.outcome_reason.unwrap_or_else(|| "ResultLost".into())
+                    };
+                    let phase = if ok { PatchPhase::Executed } else { PatchPhase::Failed };
+                    transition(
+                        obj,
+                        ctx,
+                        status,
+                        phase,
+                        &reason,
+                        format!("job {job_id} finished ({})", job.state.as_str()),
+                    )
+                    .await?;
+                }
+            }
+            Ok(Action::await_change())
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Flags of `sb-operator run`; each also reads an `SB_*` environment variable.
+
+use crate::kms::KeyManagerConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which key manager wraps the store's data keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KmsKind {
+    /// A 32-byte key file (development, single node).
+    Local,
+    /// OpenBao / Vault transit.
+    VaultTransit,
+    /// AWS KMS.
+    AwsKms,
+}
+
+/// `sb-operator run`: the control plane.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The operator's own namespace (identity Secrets, the serving certificate, the lease).
+    #[arg(long, env = "SB_NAMESPACE", default_value = "secrets-bridge")]
+    pub namespace: String,
+    /// Directory for the SQLite database and the local key file.
+    #[arg(long, env = "SB_DATA_DIR", default_value = "/var/lib/secrets-bridge")]
+    pub data_dir: PathBuf,
+    /// `sqlite://…`, `postgres://…` or a file path; default `sqlite://<data-dir>/sb.db`.
+    #[arg(long, env = "SB_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Key manager for envelope encryption at rest.
+    #[arg(long, env = "SB_KMS", value_enum, default_value = "local")]
+    pub kms: KmsKind,
+    /// Key file of `--kms local`; default `<data-dir>/kek.bin` (created 0600 when missing).
+    #[arg(long, env = "SB_KMS_KEY_FILE")]
+    pub kms_key_file: Option<PathBuf>,
+    /// Vault/OpenBao address for `--kms vault-transit`.
+    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
+    pub vault_addr: String,
+    /// Vault token for `--kms vault-transit`.
+    #[arg(long, env = "VAULT_TOKEN", default_value = "", hide_env_values = true)]
+    pub vault_token: String,
+    /// Transit mount.
+    #[arg(long, env = "SB_VAULT_TRANSIT_MOUNT", default_value = "transit")]
+    pub vault_transit_mount: String,
+    /// Transit key name.
+    #[arg(long, env = "SB_VAULT_TRANSIT_KEY", default_value = "sb-operator")]
+    pub vault_transit_key: String,
+    /// KMS key id or ARN for `--kms aws-kms`.
+    #[arg(long, env = "SB_AWS_KMS_KEY_ID", default_value = "")]
+    pub aws_kms_key_id: String,
+    /// AWS region.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+    /// AWS endpoint override (e.g. moto).
+    #[arg(long, env = "SB_AWS_ENDPOINT")]
+    pub aws_endpoint: Option<String>,
+    /// Where the agent API listens (HTTPS).
+    #[arg(long, env = "SB_AGENT_API_LISTEN", default_value = "0.0.0.0:8443")]
+    pub agent_api_listen: SocketAddr,
+    /// The URL agents use to reach the agent API, written into identity.json; default
+    /// `https://sb-operator.<namespace>.svc:<port>`.
+    #[arg(long, env = "SB_AGENT_API_ENDPOINT")]
+    pub agent_api_endpoint: Option<String>,
+    /// Name of the serving certificate Secret (cert-manager keys tls.crt, tls.key, ca.crt);
+    /// generated on first start when absent.
+    #[arg(long, env = "SB_TLS_SECRET", default_value = "sb-operator-tls")]
+    pub tls_secret: String,
+    /// Where /metrics and /healthz listen (plain HTTP).
+    #[arg(long, env = "SB_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Elect a leader with a Lease before reconciling (on automatically with --replicas > 1).
+    #[arg(long, env = "SB_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// How many replicas run; more than one needs PostgreSQL and turns leader election on.
+    #[arg(long, env = "SB_REPLICAS", default_value_t = 1)]
+    pub replicas: u32,
+    /// How long a request may wait for approvals (`90s`, `30m`, `24h`).
+    #[arg(long, env = "SB_APPROVAL_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub approval_window: Duration,
+    /// How often requests in flight are looked at without a watch event.
+    #[arg(long, env = "SB_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// How long to wait for the CRDs at start-up.
+    #[arg(long, env = "SB_CRD_WAIT", default_value = "120s", value_parser = parse_duration)]
+    pub crd_wait: Duration,
+}
+
+/// `30s`, `15m`, `24h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::controllers::discovery::parse_every(text.trim())
+        .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 15m or 24h"))
+}
+
+impl RunArgs {
+    /// The store URL.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("sb.db").display()))
+    }
+
+    /// The key manager configuration.
+    pub fn kms_config(&self) -> KeyManagerConfig {
+        match self.kms {
+            KmsKind::Local => KeyManagerConfig::Local {
+                key_file: self.kms_key_file.clone().unwrap_or_else(|| self.data_dir.join("kek.bin")),
+            },
+            KmsKind::VaultTransit => KeyManagerConfig::VaultTransit {
+                addr: self.vault_addr.clone(),
+                token: self.vault_token.clone(),
+                mount: self.vault_transit_mount.clone(),
+                key: self.vault_transit_key.clone(),
+            },
+            KmsKind::AwsKms => KeyManagerConfig::AwsKms {
+                key_id: self.aws_kms_key_id.clone(),
+                region: self.aws_region.clone(),
+                endpoint: self.aws_endpoint.clone(),
+            },
+        }
+    }
+
+    /// The endpoint agents are told to use.
+    pub fn agent_api_endpoint(&self) -> String {
+        self.agent_api_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://sb-operator.{}.svc:{}", self.namespace, self.agent_api_listen.port()))
+    }
+
+    /// Names the serving certificate is valid for.
+    pub fn tls_names(&self) -> Vec<String> {
+        let mut names = vec![
+            "sb-operator".to_owned(),
+            format!("sb-operator.{}", self.namespace),
+            format!("sb-operator.{}.svc", self.namespace),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ];
+        if let Ok(uri) = self.agent_api_endpoint().parse::<http::Uri>()
+            && let Some(host) = uri.host()
+        {
+            let host = host.trim_matches(['[', ']']).to_owned();
+            if !names.contains(&host) {
+                names.push(host);
+            }
+        }
+        names
+    }
+
+    /// Whether to elect a leader before reconciling.
+    pub fn elect_leader(&self) -> bool {
+        self.leader_election || self.replicas > 1
+    }
+}
