@@ -34,4 +34,4 @@ pub mod tls;
 mod serve;
 
 pub use auth::{ADMIN_USER, User};
-pub use serve::{Config, TestServer};
+pub use serve::{Config, TestServer, init_test_logging};

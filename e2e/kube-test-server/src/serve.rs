@@ -90,8 +90,17 @@ fn seed(store: &mut Store) {
     }
 }
 
+/// Installs a test-friendly log subscriber (captured per test by libtest, shown on failure)
+/// unless one is already set: one line per request at info. `RUST_LOG` overrides the filter.
+pub fn init_test_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "kube_test_server=info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 impl TestServer {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        init_test_logging();
         let material = tls::generate()?;
         let mut users = Users::default();
         users.add(User {
