@@ -81,7 +81,7 @@ impl PluginError {
                     }
                     (403, _) | (_, "Forbidden") => match admission_message(&message) {
                         Some(reason) => Self::Refused(reason),
-                        None => Self::Forbidden(strip_object_prefix(&message)),
+                        None => Self::Forbidden(with_role_hint(strip_object_prefix(&message))),
                     },
                     (409, _) | (_, "Conflict") => Self::Conflict(strip_object_prefix(&message)),
                     (422, _) | (_, "Invalid") => match admission_message(&message) {
@@ -104,6 +104,25 @@ impl PluginError {
 /// (`... is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: <msg>`).
 fn admission_message(message: &str) -> Option<String> {
     message.split_once("denied request: ").map(|(_, reason)| reason.trim().to_owned())
+}
+
+/// Names the shipped role that grants what RBAC just refused.
+fn with_role_hint(sentence: String) -> String {
+    let role = if sentence.contains("resource \"secretreadrequests/status\"")
+        || sentence.contains("resource \"secretpatches/status\"")
+    {
+        "secrets-bridge-approver"
+    } else if sentence.contains("resource \"agentregistrations\"") {
+        "secrets-bridge-agent-reader"
+    } else if ["secretreadrequests", "secretpatches", "discoveredsecrets", "secrets"]
+        .iter()
+        .any(|r| sentence.contains(&format!("resource \"{r}\"")))
+    {
+        "secrets-bridge-requester"
+    } else {
+        return sentence;
+    };
+    format!("{sentence} (ask your cluster admin to bind you to the {role} role)")
 }
 
 /// `secretreadrequests.secrets-bridge.io "x" is forbidden: User "bob" cannot ...` keeps only
@@ -159,7 +178,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "forbidden: User \"bob\" cannot create resource \"secretreadrequests\" in API group \"secrets-bridge.io\" in the namespace \"team-a\""
+            "forbidden: User \"bob\" cannot create resource \"secretreadrequests\" in API group \"secrets-bridge.io\" in the namespace \"team-a\" (ask your cluster admin to bind you to the secrets-bridge-requester role)"
         );
     }
 

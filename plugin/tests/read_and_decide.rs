@@ -88,8 +88,45 @@ async fn mistakes_are_explained_in_sentences() {
     let err =
         env.sb("bob", &["read", "edge/vault:team-a/db", "--reason", "x", "-n", NS], None).await.expect_err("rbac");
     assert!(err.contains("forbidden:") && err.contains("cannot create resource \"secretreadrequests\""), "{err}");
+    assert!(err.contains("bind you to the secrets-bridge-requester role"), "{err}");
     assert!(!err.contains('{'), "no JSON in errors: {err}");
     // A failed creation leaves no key behind.
     let leftovers: Vec<_> = std::fs::read_dir(env.keys_dir("bob")).map(|d| d.count()).into_iter().collect();
     assert!(leftovers.iter().all(|n| *n == 0), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn read_wait_follows_the_request_to_delivery_or_denial() {
+    let env = Env::start().await;
+    let args =
+        ["read", "edge/vault:team-a/db", "--reason", "r", "--name", "waited", "--wait", "--timeout", "30s", "-n", NS];
+    let wait = env.sb("alice", &args, None);
+    let operator = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        env.sb("bob", &["approve", "srr/waited", "--reason", "ok", "-n", NS], None).await.expect_ok("approve");
+        let value = env.canary();
+        env.deliver("waited", &[("password", &value)]).await;
+    };
+    let (run, ()) = tokio::join!(wait, operator);
+    let run = run.expect_ok("read --wait");
+    assert!(
+        run.stdout.contains("secretreadrequest/waited is delivered: kubectl sb reveal waited -n team-a"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("waited: Pending: waiting for approvals"), "{}", run.stderr);
+
+    let args =
+        ["read", "edge/vault:team-a/db", "--reason", "r", "--name", "refused", "--wait", "--timeout", "30s", "-n", NS];
+    let wait = env.sb("alice", &args, None);
+    let operator = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        env.sb("bob", &["deny", "srr/refused", "--reason", "no ticket", "-n", NS], None).await.expect_ok("deny");
+        env.set_read_status("refused", serde_json::json!({"phase": "Denied", "message": "denied by bob: no ticket"}))
+            .await;
+    };
+    let (run, ()) = tokio::join!(wait, operator);
+    let err = run.expect_err("read --wait on a denied request");
+    assert!(err.contains("error: request refused is Denied: denied by bob: no ticket"), "{err}");
+    env.assert_no_canary_stored();
 }

@@ -81,8 +81,17 @@ fn append_patch(current: &DynamicObject, entry: Value) -> Value {
     json!([guard, add])
 }
 
+/// Whether the resourceVersion guard failed (someone wrote in between). A real API server
+/// answers a failed JSON-patch `test` with a generic 422 whose cause carries "test failed";
+/// an admission refusal is a 422 too, but names the policy that denied it.
 fn is_lost_race(status: &kube::core::Status) -> bool {
-    status.code == 409 || (status.code == 422 && status.message.contains("test"))
+    if status.code == 409 {
+        return true;
+    }
+    let causes = status.details.iter().flat_map(|d| d.causes.iter()).map(|c| c.message.as_str());
+    status.code == 422
+        && !status.message.contains("denied request")
+        && (status.message.contains("test failed") || causes.into_iter().any(|m| m.contains("test failed")))
 }
 
 #[cfg(test)]
@@ -105,5 +114,24 @@ mod tests {
         assert_eq!(patch[1]["path"], "/status/approvals");
         let patch = append_patch(&object(json!({"status": {"approvals": [{"approver": "carol"}]}})), entry);
         assert_eq!(patch[1]["path"], "/status/approvals/-");
+    }
+
+    #[test]
+    fn only_a_failed_guard_is_retried() {
+        let status = |code: u16, message: &str, cause: &str| -> kube::core::Status {
+            serde_json::from_value(
+                json!({"code": code, "message": message, "details": {"causes": [{"message": cause}]}}),
+            )
+            .unwrap()
+        };
+        let generic = "the server rejected our request due to an error in our request";
+        assert!(is_lost_race(&status(422, generic, "testing value /metadata/resourceVersion failed: test failed")));
+        assert!(is_lost_race(&status(409, "conflict", "")));
+        assert!(!is_lost_race(&status(
+            422,
+            "x is invalid: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: test failed",
+            ""
+        )));
+        assert!(!is_lost_race(&status(422, "spec.x: Invalid value", "")));
     }
 }
