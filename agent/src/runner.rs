@@ -16,6 +16,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+/// How long released jobs may take to report back after the grace period.
+const RELEASE_REPORT_WAIT: Duration = Duration::from_secs(10);
+
 /// Tunables of the loop.
 #[derive(Debug, Clone)]
 pub struct LoopOptions {
@@ -105,7 +108,14 @@ impl Agent {
                 .await;
         if drained.is_err() {
             let _ = abort_tx.send(true);
-            while running.join_next().await.is_some() {}
+            // Released jobs report back; an unreachable operator must not hold the exit up
+            // (their leases expire and the operator hands them out again).
+            let reported =
+                tokio::time::timeout(RELEASE_REPORT_WAIT, async { while running.join_next().await.is_some() {} }).await;
+            if reported.is_err() {
+                warn!(unreported = running.len(), "exiting without reporting some released jobs");
+                running.abort_all();
+            }
         }
         heartbeat.abort();
         info!("stopped");

@@ -288,3 +288,26 @@ async fn approle_login_logs_in_again_before_the_token_expires() {
     let read = vault.read(&path, &["k".into()]).await.unwrap();
     assert_eq!(text(&read.values)["k"], "v");
 }
+
+#[tokio::test]
+async fn a_patch_after_the_latest_version_was_deleted_writes_a_new_version() {
+    let (vault, _token) = common::vault().await;
+    let path = common::unique("agent-test/deleted");
+    vault.merge_write(&path, write(&[("a", "1"), ("b", "2")], &[], None)).await.unwrap();
+    let raw = vaultrs::client::VaultClient::new(
+        vaultrs::client::VaultClientSettingsBuilder::default()
+            .address(common::vault_addr())
+            .token(common::vault_token())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    vaultrs::kv2::delete_latest(&raw, "secret", &path).await.unwrap();
+    let gone = vault.read(&path, &[]).await;
+    assert!(matches!(gone, Err(ProviderError::NotFound(_))), "{gone:?}");
+
+    let version = vault.merge_write(&path, write(&[("a", "new")], &[], None)).await.unwrap();
+    assert_eq!(version, "2");
+    let read = vault.read(&path, &[]).await.unwrap();
+    assert_eq!(text(&read.values), BTreeMap::from([("a".into(), "new".into())]), "the deleted keys do not come back");
+}

@@ -8,6 +8,7 @@ use super::vault_auth::login;
 use super::{MergeWrite, MetadataPage, Provider, ProviderError, ReadResult, WriteHook, merged_json, select_keys};
 use crate::config::{VaultAuth, VaultConfig};
 use async_trait::async_trait;
+use rustify::errors::ClientError as RustifyError;
 use sb_core::protocol::CatalogEntry;
 use sb_core::seal::SecretValue;
 use std::collections::BTreeMap;
@@ -92,7 +93,16 @@ impl VaultKv2 {
                 };
                 Ok(Some((super::values_from_json(object), resp.metadata.version)))
             }
-            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(err) if status_of(&err) == Some(404) => Ok(None),
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    async fn metadata_version(&self, path: &str) -> Result<u64, ProviderError> {
+        let session = self.client().await?;
+        match vaultrs::kv2::read_metadata(&session.client, &self.mount, path).await {
+            Ok(meta) => Ok(meta.current_version),
+            Err(err) if status_of(&err) == Some(404) => Ok(0),
             Err(err) => Err(classify(err)),
         }
     }
@@ -109,7 +119,7 @@ impl VaultKv2 {
         while let Some(folder) = folders.pop() {
             let keys = match vaultrs::kv2::list(&session.client, &self.mount, &folder).await {
                 Ok(keys) => keys,
-                Err(ClientError::APIError { code: 404, .. }) => continue,
+                Err(err) if status_of(&err) == Some(404) => continue,
                 Err(err) => return Err(classify(err)),
             };
             for key in keys {
@@ -143,7 +153,12 @@ impl Provider for VaultKv2 {
     }
 
     async fn merge_write(&self, reference: &str, write: MergeWrite) -> Result<String, ProviderError> {
-        let (current, version) = self.get(reference).await?.unwrap_or_default();
+        let (current, version) = match self.get(reference).await? {
+            Some(found) => found,
+            // Absent, or its latest version is deleted: cas must name the metadata's current
+            // version (0 when the path was never written).
+            None => (BTreeMap::new(), self.metadata_version(reference).await?),
+        };
         if let Some(expected) = &write.expected_version
             && *expected != version.to_string()
         {
@@ -188,7 +203,7 @@ impl Provider for VaultKv2 {
             let meta = match vaultrs::kv2::read_metadata(&session.client, &self.mount, reference).await {
                 Ok(meta) => meta,
                 // Deleted since the LIST: simply not part of the catalog.
-                Err(ClientError::APIError { code: 404, .. }) => continue,
+                Err(err) if status_of(&err) == Some(404) => continue,
                 Err(err) => return Err(classify(err)),
             };
             entries.push(CatalogEntry {
@@ -206,21 +221,34 @@ impl Provider for VaultKv2 {
 fn describe(err: &ClientError) -> String {
     match err {
         ClientError::APIError { code, errors } => format!("vault answered {code}: {}", errors.join("; ")),
-        // Only transport causes are shown: a parse error's cause could quote the body.
-        ClientError::RestClientError { source: rustify_err } => {
-            match std::error::Error::source(rustify_err).and_then(|c| c.downcast_ref::<reqwest::Error>()) {
+        ClientError::RestClientError { source: rustify_err } => match rustify_err {
+            // The body of such an answer is not shown: it is Vault's JSON, which may hold data.
+            RustifyError::ServerResponseError { code, .. } => format!("vault answered {code}"),
+            // Only transport causes are shown: a parse error's cause could quote the body.
+            _ => match std::error::Error::source(rustify_err).and_then(|c| c.downcast_ref::<reqwest::Error>()) {
                 Some(cause) => format!("{rustify_err}: {cause}"),
                 None => rustify_err.to_string(),
-            }
-        }
+            },
+        },
         other => other.to_string(),
     }
 }
 
+/// The HTTP status of a Vault error answer. vaultrs turns answers with an `errors` list into
+/// `APIError` and passes the others (e.g. the 404 of a deleted version, which has a body)
+/// through as rustify's `ServerResponseError`.
+fn status_of(err: &ClientError) -> Option<u16> {
+    match err {
+        ClientError::APIError { code, .. } => Some(*code),
+        ClientError::RestClientError { source: RustifyError::ServerResponseError { code, .. } } => Some(*code),
+        _ => None,
+    }
+}
+
 pub(super) fn classify(err: ClientError) -> ProviderError {
-    match &err {
-        ClientError::APIError { code: 401 | 403, .. } => ProviderError::Denied(describe(&err)),
-        ClientError::APIError { code, .. } if *code < 500 => ProviderError::Config(describe(&err)),
+    match status_of(&err) {
+        Some(401 | 403) => ProviderError::Denied(describe(&err)),
+        Some(code) if code < 500 => ProviderError::Config(describe(&err)),
         _ => ProviderError::Unavailable(describe(&err)),
     }
 }
