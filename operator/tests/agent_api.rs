@@ -235,4 +235,8 @@ async fn metrics_and_health_are_served_separately() {
     );
     let (status, body) = api.post("/v1/agent/nope", EDGE_SECRET, json!({})).await;
     assert_eq!((status, reason(&body)), (StatusCode::NOT_FOUND, ErrorReason::NotFound));
+    let get = api.app().oneshot(Request::get(CLAIM_PATH).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = serde_json::from_slice(&get.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(reason(&body), ErrorReason::MalformedRequest);
 }

@@ -83,3 +83,7 @@ pub(super) async fn catalog_page(
 pub(super) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, ErrorReason::NotFound, "no such route")
 }
+
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorReason::MalformedRequest, "agent API routes take POST")
+}

@@ -67,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/jobs/{job_id}/complete", post(handlers::complete))
         .route("/v1/agent/jobs/{job_id}/catalog", post(handlers::catalog_page))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

@@ -37,7 +37,18 @@ fn service_error(e: ClientError) -> KmsError {
     // plaintext we sent.
     let message = match &e {
         ClientError::APIError { code, errors } => format!("status {code}: {}", errors.join("; ")),
-        other => other.to_string(),
+        other => {
+            // vaultrs' own text is generic ("An error occurred with the request"); the cause
+            // (connection refused, TLS failure) is in the source chain.
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
     };
     KmsError::Service { service: SERVICE, message }
 }
