@@ -246,6 +246,29 @@ async fn discovery_pages_through_more_than_100_secrets_with_their_custom_metadat
     assert_eq!(nested.labels.get("env").map(String::as_str), Some("prod/eu"));
     assert_eq!(nested.version.as_deref(), Some("1"));
     assert!(!format!("{entries:?}").contains("secret-canary"), "discovery must never read values");
+
+    // A name filter narrows the listing (svc-000 .. svc-009).
+    let filtered = DiscoverJob {
+        object_uid: "uid".into(),
+        namespace: "ns".into(),
+        name: "d".into(),
+        agent: "edge".into(),
+        provider: "vault".into(),
+        path_prefix: Some(root.clone()),
+        name_filter: Some("svc-00".into()),
+    };
+    let outcome = exec.execute(&claimed(JobPayload::Discover(filtered)), &Recorder::default()).await;
+    assert!(matches!(outcome, JobOutcome::Succeeded(JobResult::Discover { total: 10, .. })), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_rejected_token_makes_the_provider_unhealthy_with_a_reason() {
+    common::require_vault().await;
+    let bad = common::temp_file("not-a-valid-token");
+    let vault = VaultKv2::connect(&common::vault_config(bad.path().to_owned())).await.unwrap();
+    let err = vault.health().await.unwrap_err();
+    assert!(matches!(err, ProviderError::Denied(_)), "{err}");
+    assert!(err.to_string().contains("403"), "{err}");
 }
 
 #[tokio::test]
