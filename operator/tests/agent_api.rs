@@ -215,6 +215,12 @@ async fn discovery_pages_are_stored_once_under_the_lease() {
     let stale = json!({"leaseToken": "old", "page": 1, "entries": []});
     let (status, body) = api.post(&path, EDGE_SECRET, stale).await;
     assert_eq!((status, reason(&body)), (StatusCode::CONFLICT, ErrorReason::StaleLease), "{body}");
+    let done = json!({"leaseToken": claimed.lease_token, "outcome": {"status": "Succeeded", "result": {"kind": "Discover", "data": {"pages": 1, "total": 1, "complete": true}}}});
+    let (status, body) = api.post(&complete_path(&job.job_id), EDGE_SECRET, done).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let late = json!({"leaseToken": claimed.lease_token, "page": 1, "entries": []});
+    let (status, body) = api.post(&path, EDGE_SECRET, late).await;
+    assert_eq!((status, reason(&body)), (StatusCode::CONFLICT, ErrorReason::AlreadyCompleted), "{body}");
     let pages = api.store.catalog_pages(&job.job_id).await.unwrap();
     assert_eq!(pages.len(), 1);
     assert_eq!(pages[0].1[0].reference, "team-a/db");

@@ -35,6 +35,19 @@ impl Store {
                 lease.kind.as_str()
             )));
         }
+        if lease.state.is_final() {
+            // A retry of a page sent before the completion is acknowledged; a new page after
+            // the completion would change a finished listing.
+            let known = sqlx::query("SELECT 1 AS known FROM catalog_pages WHERE job_id = $1 AND page = $2")
+                .bind(job_id)
+                .bind(i64::from(page.page))
+                .fetch_optional(self.pool())
+                .await?;
+            return match known {
+                Some(_) => Ok(CatalogAck { job_id: job_id.to_owned(), page: page.page, duplicate: true }),
+                None => Err(StoreError::AlreadyCompleted),
+            };
+        }
         let entries = serde_json::to_string(&page.entries)?;
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
