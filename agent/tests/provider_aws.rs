@@ -9,7 +9,7 @@ use sb_agent::provider::{MergeWrite, NamedProvider, Provider, ProviderError, Sco
 use sb_agent::transport::TransportError;
 use sb_core::crd::TargetRef;
 use sb_core::protocol::{CatalogPage, ClaimedJob, DiscoverJob, JobOutcome, JobPayload, JobResult, PatchJob};
-use sb_core::seal::{Aad, Purpose, SecretValue, derive_agent_keypair, seal};
+use sb_core::seal::{Purpose, SecretValue, derive_agent_keypair, seal};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -88,7 +88,7 @@ async fn a_retried_patch_with_the_same_job_id_creates_one_version() {
 
     let key = derive_agent_keypair(b"aws-agent");
     let target = TargetRef { agent: "edge".into(), provider: "aws".into(), reference: name.clone(), keys: vec![] };
-    let aad = Aad::new("patch-uid", target.canonical(), "b");
+    let aad = sb_core::binding::patch_aad("ns", "p", &target, "b");
     let envelope = seal(&key.public, Purpose::PatchValue, &aad, &SecretValue::from("2")).unwrap();
     let job = ClaimedJob {
         job_id: uuid::Uuid::new_v4().to_string(),

@@ -115,7 +115,7 @@ fn patch_job(agent: &KeyPair, path: &str, values: &[(&str, &str)]) -> PatchJob {
     let values = values
         .iter()
         .map(|(k, v)| {
-            let aad = Aad::new(uid.as_str(), target.canonical(), *k);
+            let aad = sb_core::binding::patch_aad("ns", "p", &target, k);
             (k.to_string(), seal(&agent.public, Purpose::PatchValue, &aad, &SecretValue::from(*v)).unwrap())
         })
         .collect();

@@ -3,7 +3,8 @@
 use super::{Executor, failed, provider_failure};
 use crate::provider::MergeWrite;
 use sb_core::protocol::{JobOutcome, JobResult, PatchJob};
-use sb_core::seal::{Aad, Purpose, SealError, open};
+use sb_core::binding::patch_aad;
+use sb_core::seal::{Purpose, SealError, open};
 use std::collections::BTreeMap;
 use tracing::{info, warn};
 
@@ -22,7 +23,9 @@ impl Executor {
         }
         let mut set = BTreeMap::new();
         for (key, envelope) in &job.values {
-            let aad = Aad::new(job.object_uid.as_str(), target.as_str(), key.as_str());
+            // Patches bind namespace/name, not the uid: the values are sealed before the object
+            // exists (and may sit in git), see sb_core::binding.
+            let aad = patch_aad(&job.namespace, &job.name, &job.target, key);
             match open(&self.keypair, Purpose::PatchValue, &aad, envelope) {
                 Ok(value) => {
                     set.insert(key.clone(), value);

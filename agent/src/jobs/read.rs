@@ -2,7 +2,8 @@
 
 use super::{Executor, failed, provider_failure};
 use sb_core::protocol::{JobOutcome, JobResult, ReadJob};
-use sb_core::seal::{Aad, PublicKey, Purpose, seal};
+use sb_core::binding::read_aad;
+use sb_core::seal::{PublicKey, Purpose, seal};
 use std::collections::BTreeMap;
 use tracing::{info, warn};
 
@@ -30,7 +31,7 @@ impl Executor {
         info!(job_id, target, step = "fetch", keys = read.values.len(), missing = read.missing.len(), version = ?read.version, "read the requested keys");
         let mut deliveries = BTreeMap::new();
         for (key, value) in &read.values {
-            let aad = Aad::new(job.object_uid.as_str(), target.as_str(), key.as_str());
+            let aad = read_aad(&job.object_uid, &job.target, key);
             match seal(&recipient, Purpose::ReadDelivery, &aad, value) {
                 Ok(envelope) => {
                     deliveries.insert(key.clone(), envelope);
