@@ -321,3 +321,26 @@ async fn cel_transition_rule_rejects_spec_change_with_message() {
     assert_eq!((code, reason.as_str()), (422, "Invalid"), "{msg}");
     assert!(msg.contains("spec: Invalid value: \"object\": spec is immutable"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_patch_test_of_a_missing_path_against_null_holds_like_the_real_server() {
+    // kube-runtime's finalizer() helper adds the first finalizer exactly like this.
+    let (_s, api) = widgets().await;
+    api.create(&PostParams::default(), &widget("a", "red")).await.unwrap();
+    let ops: json_patch_ops::Ops = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": []},
+        {"op": "add", "path": "/metadata/finalizers/-", "value": "example.com/cleanup"}
+    ]))
+    .unwrap();
+    let w = api.patch("a", &PatchParams::default(), &Patch::<()>::Json(ops)).await.unwrap();
+    assert_eq!(w.metadata.finalizers, Some(vec!["example.com/cleanup".to_string()]));
+    // A failing test operation is refused and changes nothing.
+    let ops: json_patch_ops::Ops = serde_json::from_value(json!([
+        {"op": "test", "path": "/spec/color", "value": "blue"},
+        {"op": "replace", "path": "/spec/color", "value": "green"}
+    ]))
+    .unwrap();
+    assert_eq!(api_error(api.patch("a", &PatchParams::default(), &Patch::<()>::Json(ops)).await).0, 422);
+    assert_eq!(api.get("a").await.unwrap().spec.color, "red");
+}
