@@ -263,7 +263,36 @@ async fn a_retryable_failure_can_be_requeued(flavor: Flavor) {
     assert_eq!(again.payload, payload);
 }
 
+async fn a_payload_copied_from_another_row_never_opens(flavor: Flavor) {
+    let db = TestDb::new(flavor).await;
+    let store = db.store(StoreOptions::default()).await;
+    let good = store.enqueue_job("operator", read_job("edge", "uid-good", 1)).await.unwrap();
+    let moved = store.enqueue_job("operator", read_job("edge", "uid-moved", 1)).await.unwrap();
+    // Someone with database access copies one row's encrypted payload into another row.
+    let source = sqlx::query("SELECT payload_key, payload FROM jobs WHERE id = $1")
+        .bind(&good.job_id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE jobs SET payload_key = $1, payload = $2 WHERE id = $3")
+        .bind(source.get::<Vec<u8>, _>("payload_key"))
+        .bind(source.get::<Vec<u8>, _>("payload"))
+        .bind(&moved.job_id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let mut completions = store.subscribe_completions();
+    let jobs = store.claim_jobs("edge", 16, Duration::ZERO).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(), vec![good.job_id.as_str()]);
+    let status = store.job_state(&moved.job_id).await.unwrap().unwrap();
+    assert_eq!((status.state, status.outcome_reason.as_deref()), (JobState::Failed, Some("PayloadUnreadable")));
+    assert_eq!(completions.recv().await.unwrap().job_id, moved.job_id);
+    let events = store.audit_events(0, 100).await.unwrap();
+    assert!(events.iter().any(|e| e.event.action == "job.fail" && e.event.object.uid == "uid-moved"));
+}
+
 on_both_databases!(
+    a_payload_copied_from_another_row_never_opens,
     a_retryable_failure_can_be_requeued,
     enqueue_is_idempotent_per_object_generation,
     concurrent_claimers_never_share_a_job,

@@ -99,8 +99,20 @@ impl Store {
         tx.commit().await?;
         let mut jobs = Vec::with_capacity(claimed.len());
         for (id, token, attempts, object, sealed) in claimed {
-            let plain = open_column(self.key_manager(), &payload_context(&id), &sealed).await?;
-            let payload: JobPayload = serde_json::from_slice(&plain)?;
+            let payload = match open_column(self.key_manager(), &payload_context(&id), &sealed).await {
+                Ok(plain) => serde_json::from_slice::<JobPayload>(&plain).map_err(|_| ()),
+                // The key service being down is transient: the lease expires and a later
+                // claim retries.
+                Err(e @ crate::kms::KmsError::Service { .. }) => return Err(e.into()),
+                Err(_) => Err(()),
+            };
+            let Ok(payload) = payload else {
+                // Tampered, moved or foreign ciphertext never opens: end the job rather than
+                // hand it out again at every lease expiry.
+                tracing::error!(job_id = %id, object_uid = %object.uid, "job payload does not open; failing the job");
+                self.fail_unreadable(&id, agent, object).await?;
+                continue;
+            };
             tracing::info!(job_id = %id, object_uid = %object.uid, agent, attempt = attempts, "job leased");
             jobs.push(ClaimedJob {
                 job_id: id,
@@ -175,6 +187,31 @@ impl Store {
             state,
         });
         Ok(CompleteResponse { job_id: job_id.to_owned(), duplicate: false })
+    }
+
+    async fn fail_unreadable(&self, job_id: &str, agent: &str, object: AuditObject) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'Failed', outcome_reason = 'PayloadUnreadable', outcome_retryable = 0, payload_key = NULL, \
+             payload = NULL, completed_at = $1, updated_at = $1 WHERE id = $2 AND state = 'Leased' RETURNING kind, generation",
+        )
+        .bind(now_millis())
+        .bind(job_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(()) };
+        let event = AuditEvent::now("operator", "job.fail", object.clone()).outcome("Failed", "PayloadUnreadable");
+        audit::append(&mut tx, &event).await?;
+        tx.commit().await?;
+        let _ = self.inner.completions.send(JobCompletion {
+            job_id: job_id.to_owned(),
+            agent: agent.to_owned(),
+            kind: JobKind::parse(&row.try_get::<String, _>("kind")?),
+            object,
+            generation: row.try_get("generation")?,
+            state: JobState::Failed,
+        });
+        Ok(())
     }
 
     pub(super) async fn lease_row(&self, job_id: &str) -> Result<LeaseRow, StoreError> {
