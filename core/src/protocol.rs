@@ -266,7 +266,7 @@ pub enum JobOutcome {
 
 /// What a successful job produced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "data", deny_unknown_fields)]
+#[serde(tag = "kind", content = "data", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum JobResult {
     /// Sealed values per key, and keys that were asked for but absent.
     Read {
@@ -409,5 +409,18 @@ mod tests {
         let shown = format!("{id:?}");
         assert!(!shown.contains("super-secret-canary"), "{shown}");
         assert!(shown.contains("[REDACTED]"));
+    }
+}
+
+#[cfg(test)]
+mod wire_names {
+    use super::*;
+
+    #[test]
+    fn job_results_use_camel_case_like_every_other_body() {
+        let result = JobResult::Read { deliveries: BTreeMap::new(), missing_keys: vec!["k".into()], provider_version: Some("3".into()) };
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["data"]["missingKeys"][0], "k");
+        assert_eq!(json["data"]["providerVersion"], "3");
     }
 }

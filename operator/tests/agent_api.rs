@@ -72,7 +72,7 @@ fn reason(body: &Value) -> ErrorReason {
 }
 
 fn read_success() -> Value {
-    json!({"status": "Succeeded", "result": {"kind": "Read", "data": {"deliveries": {}, "missing_keys": ["password"]}}})
+    json!({"status": "Succeeded", "result": {"kind": "Read", "data": {"deliveries": {}, "missingKeys": ["password"]}}})
 }
 
 #[tokio::test]
@@ -138,7 +138,7 @@ async fn jobs_go_only_to_their_agent_and_completion_follows_the_lease() {
     let stale = json!({"leaseToken": "not-the-lease", "outcome": read_success()});
     let (status, body) = api.post(&path, EDGE_SECRET, stale.clone()).await;
     assert_eq!((status, reason(&body)), (StatusCode::CONFLICT, ErrorReason::StaleLease), "{body}");
-    let wrong_kind = json!({"leaseToken": claimed.lease_token, "outcome": {"status": "Succeeded", "result": {"kind": "Patch", "data": {"provider_version": "2"}}}});
+    let wrong_kind = json!({"leaseToken": claimed.lease_token, "outcome": {"status": "Succeeded", "result": {"kind": "Patch", "data": {"providerVersion": "2"}}}});
     let (status, body) = api.post(&path, EDGE_SECRET, wrong_kind).await;
     assert_eq!((status, reason(&body)), (StatusCode::UNPROCESSABLE_ENTITY, ErrorReason::InvalidField), "{body}");
     let (status, body) = api.post(&complete_path("no-such-job"), EDGE_SECRET, good.clone()).await;
