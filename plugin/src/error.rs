@@ -23,6 +23,9 @@ pub enum PluginError {
     /// The API server rejected the object as invalid (schema or CEL rule).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// An object of that name exists already.
+    #[error("{what} already exists in namespace {namespace}; choose another --name")]
+    AlreadyExists { what: String, namespace: String },
     /// Someone else changed the object at the same moment, too many times in a row.
     #[error("conflict: {0}; try again")]
     Conflict(String),
@@ -83,6 +86,9 @@ impl PluginError {
                         Some(reason) => Self::Refused(reason),
                         None => Self::Forbidden(with_role_hint(strip_object_prefix(&message))),
                     },
+                    (_, "AlreadyExists") => {
+                        Self::AlreadyExists { what: what.to_owned(), namespace: namespace.to_owned() }
+                    }
                     (409, _) | (_, "Conflict") => Self::Conflict(strip_object_prefix(&message)),
                     (422, _) | (_, "Invalid") => match admission_message(&message) {
                         Some(reason) => Self::Refused(reason),

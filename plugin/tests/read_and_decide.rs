@@ -43,6 +43,11 @@ async fn bob_approves_alice_cannot_approve_herself_and_deny_is_recorded() {
     };
     read("first").await;
     read("second").await;
+    let err = env
+        .sb("alice", &["read", "edge/vault:team-a/db", "--reason", "again", "--name", "first", "-n", NS], None)
+        .await
+        .expect_err("same name");
+    assert_eq!(err.trim(), "error: secretreadrequest first already exists in namespace team-a; choose another --name");
 
     let err = env
         .sb("alice", &["approve", "srr/first", "--reason", "trust me", "-n", NS], None)
@@ -90,6 +95,13 @@ async fn mistakes_are_explained_in_sentences() {
     assert!(err.contains("forbidden:") && err.contains("cannot create resource \"secretreadrequests\""), "{err}");
     assert!(err.contains("bind you to the secrets-bridge-requester role"), "{err}");
     assert!(!err.contains('{'), "no JSON in errors: {err}");
+    // carol may request but not approve.
+    env.sb("alice", &["read", "edge/vault:team-a/db", "--reason", "x", "--name", "hers", "-n", NS], None)
+        .await
+        .expect_ok("alice reads");
+    let err = env.sb("carol", &["approve", "srr/hers", "--reason", "x", "-n", NS], None).await.expect_err("carol");
+    assert!(err.contains("cannot patch resource \"secretreadrequests/status\""), "{err}");
+    assert!(err.contains("bind you to the secrets-bridge-approver role"), "{err}");
     // A failed creation leaves no key behind.
     let leftovers: Vec<_> = std::fs::read_dir(env.keys_dir("bob")).map(|d| d.count()).into_iter().collect();
     assert!(leftovers.iter().all(|n| *n == 0), "{leftovers:?}");

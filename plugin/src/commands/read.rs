@@ -46,10 +46,11 @@ pub async fn run(ctx: &Ctx, args: ReadArgs) -> Result<(), PluginError> {
         }
     }
     let api = ctx.api::<SecretReadRequest>();
-    let created = api
-        .create(&PostParams::default(), &request)
-        .await
-        .map_err(|err| PluginError::from_kube(err, "secretreadrequest", &ctx.namespace))?;
+    let created = api.create(&PostParams::default(), &request).await.map_err(|err| {
+        let what =
+            args.name.as_deref().map_or_else(|| "secretreadrequest".to_owned(), |n| format!("secretreadrequest {n}"));
+        PluginError::from_kube(err, &what, &ctx.namespace)
+    })?;
     let name = created.metadata.name.clone().unwrap_or_default();
     let uid = created
         .metadata

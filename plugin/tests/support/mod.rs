@@ -23,9 +23,9 @@ pub const OPERATOR: &str = "system:serviceaccount:secrets-bridge:sb-operator";
 pub const NS: &str = "team-a";
 
 const USERS: &[(&str, &[&str])] =
-    &[("alice", &["developers"]), ("bob", &["approvers"]), (OPERATOR, &["system:masters"])];
+    &[("alice", &["developers"]), ("bob", &["approvers"]), ("carol", &["developers"]), (OPERATOR, &["system:masters"])];
 
-/// team-a with alice as requester and bob as approver; both may read agent registrations.
+/// team-a with alice and carol as requesters and bob as approver; both may read agent registrations.
 const TEAM_A: &str = r#"
 apiVersion: v1
 kind: Namespace
