@@ -15,8 +15,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use rand::RngCore;
 use sb_core::crd::{AgentPhase, AgentRegistration, ProviderHealth, ROTATE_CREDENTIAL_ANNOTATION, SecretReference};
-use sb_core::protocol::{AgentIdentity, ProviderHealthReport, RegisteredProvider};
-use sqlx::Row;
+use sb_core::protocol::{AgentIdentity, RegisteredProvider};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,11 +57,15 @@ pub fn liveness(
     }
 }
 
+/// Finalizer guarding the credential hashes in the store: they are state outside
+/// Kubernetes, so deleting the registration must revoke them.
+pub const FINALIZER: &str = "secrets-bridge.io/agent-credential";
+
 /// Reconciles one AgentRegistration.
 #[instrument(skip(ctx, obj), fields(uid = %obj.uid().unwrap_or_default(), name = %obj.name_any()))]
 pub async fn reconcile(obj: Arc<AgentRegistration>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.time(CONTROLLER);
-    let result = step(&obj, &ctx).await;
+    let result = with_finalizer(&obj, &ctx).await;
     if let Err(Error::AuditUnavailable(e)) = &result {
         let mut status = obj.status.clone().unwrap_or_default();
         set_condition(
@@ -80,6 +83,46 @@ pub fn error_policy(_obj: Arc<AgentRegistration>, error: &Error, ctx: Arc<Contex
     ctx.metrics.failed(CONTROLLER, error);
     tracing::warn!(error = %error, "reconcile failed");
     super::error::backoff(error, 3)
+}
+
+/// Adds the finalizer before the first credential is minted and revokes the credential
+/// before letting a deleted registration go. The finalizer list is written with a merge
+/// patch guarded by the resourceVersion, so a concurrent change is retried, not overwritten.
+async fn with_finalizer(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
+    let api = Api::<AgentRegistration>::all(ctx.client.clone());
+    let mut finalizers = obj.finalizers().to_vec();
+    let ours = finalizers.iter().any(|f| f == FINALIZER);
+    if obj.metadata.deletion_timestamp.is_some() {
+        if ours {
+            revoke(obj, ctx).await?;
+            finalizers.retain(|f| f != FINALIZER);
+            set_finalizers(&api, obj, finalizers).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !ours {
+        finalizers.push(FINALIZER.to_owned());
+        set_finalizers(&api, obj, finalizers).await?;
+    }
+    step(obj, ctx).await
+}
+
+async fn set_finalizers(
+    api: &Api<AgentRegistration>,
+    obj: &AgentRegistration,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let body = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
+    Ok(())
+}
+
+/// On deletion: the agent's secrets stop authenticating; the identity Secret goes with its
+/// owner through garbage collection.
+async fn revoke(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
+    ctx.audit(AuditEvent::now(OPERATOR_ACTOR, "agent.credential.revoke", audit_object(obj))).await?;
+    ctx.store.remove_agent(OPERATOR_ACTOR, &obj.name_any()).await?;
+    Ok(Action::await_change())
 }
 
 async fn step(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
@@ -159,7 +202,15 @@ async fn step(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
         status.sealing_public_key = record.sealing_public_key.clone();
         status.sealing_key_id = record.sealing_key_id.clone();
     }
-    status.providers = provider_health(ctx, &name).await?;
+    status.providers = record
+        .as_ref()
+        .map(|r| {
+            r.provider_health
+                .iter()
+                .map(|p| ProviderHealth { name: p.name.clone(), healthy: p.healthy, message: p.message.clone() })
+                .collect()
+        })
+        .unwrap_or_default();
     let generation = obj.metadata.generation;
     set_condition(
         &mut status.conditions,
@@ -233,22 +284,6 @@ fn identity_secret(
         data: Some(BTreeMap::from([(IDENTITY_KEY.to_owned(), ByteString(serde_json::to_vec(identity)?))])),
         ..Default::default()
     })
-}
-
-/// The providers' health as the agent last reported it. The store keeps it beside the
-/// agent row; [`crate::store::AgentRecord`] does not carry it yet (see CONTROLLER-REQUESTS.md).
-async fn provider_health(ctx: &Context, agent: &str) -> Result<Vec<ProviderHealth>, Error> {
-    let row = sqlx::query("SELECT provider_health FROM agents WHERE id = $1")
-        .bind(agent)
-        .fetch_optional(ctx.store.pool())
-        .await
-        .map_err(|e| Error::Store(e.into()))?;
-    let text: Option<String> = match row {
-        Some(row) => row.try_get("provider_health").map_err(|e| Error::Store(e.into()))?,
-        None => None,
-    };
-    let reports: Vec<ProviderHealthReport> = text.map(|t| serde_json::from_str(&t)).transpose()?.unwrap_or_default();
-    Ok(reports.into_iter().map(|r| ProviderHealth { name: r.name, healthy: r.healthy, message: r.message }).collect())
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ async fn step(obj: &DiscoveryJob, ctx: &Context) -> Result<Action, Error> {
         }
         JobState::Succeeded => {
             let complete = matches!(
-                ctx.store.take_result(OPERATOR_ACTOR, &job.id).await?,
+                ctx.store.peek_result(&job.id).await?,
                 Some(JobOutcome::Succeeded(JobResult::Discover { complete: true, .. }))
             );
             let entries: Vec<CatalogEntry> =
@@ -224,6 +224,7 @@ async fn step(obj: &DiscoveryJob, ctx: &Context) -> Result<Action, Error> {
             status.counts = Some(counts);
             status.last_run_at = Some(now_time());
             write(obj, ctx, status, DiscoveryPhase::Succeeded, "Succeeded", message).await?;
+            ctx.store.delete_result(OPERATOR_ACTOR, &job.id).await?;
             Ok(until_next())
         }
     }

@@ -28,6 +28,10 @@ use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How many times a job whose failure the agent calls retryable is run before the request
+/// fails.
+pub const MAX_ATTEMPTS: u32 = 5;
+
 /// The actor name under which the operator's own transitions are audited.
 pub const OPERATOR_ACTOR: &str = "operator";
 

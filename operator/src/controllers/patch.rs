@@ -169,16 +169,7 @@ async fn gate(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
                 )
                 .await?;
             }
-            let uid = obj.uid().ok_or_else(|| Error::Invalid("the object has no uid".into()))?;
-            let payload = JobPayload::Patch(PatchJob {
-                object_uid: uid,
-                namespace: namespace.clone(),
-                name: obj.name_any(),
-                target: obj.spec.target.clone(),
-                values: obj.spec.values.clone(),
-                delete: obj.spec.delete.clone(),
-                expected_version: obj.spec.expected_version.clone(),
-            });
+            let payload = payload(obj)?;
             let job = NewJob {
                 agent: obj.spec.target.agent.clone(),
                 object: audit_object(obj),
@@ -205,6 +196,20 @@ async fn gate(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
+/// The patch job of a request.
+fn payload(obj: &SecretPatch) -> Result<JobPayload, Error> {
+    let uid = obj.uid().ok_or_else(|| Error::Invalid("the object has no uid".into()))?;
+    Ok(JobPayload::Patch(PatchJob {
+        object_uid: uid,
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        target: obj.spec.target.clone(),
+        values: obj.spec.values.clone(),
+        delete: obj.spec.delete.clone(),
+        expected_version: obj.spec.expected_version.clone(),
+    }))
+}
+
 async fn follow_job(obj: &SecretPatch, ctx: &Context, job_id: &str) -> Result<Action, Error> {
     tracing::Span::current().record("job_id", job_id);
     let mut status = current_status(obj);
@@ -227,13 +232,21 @@ async fn follow_job(obj: &SecretPatch, ctx: &Context, job_id: &str) -> Result<Ac
             transition(obj, ctx, status, PatchPhase::Running, "Running", message).await?;
             Ok(Action::requeue(ctx.config.poll_interval))
         }
+        JobState::Failed if job.retryable == Some(true) && job.attempts < super::MAX_ATTEMPTS => {
+            let reason = job.outcome_reason.clone().unwrap_or_default();
+            ctx.store.requeue_job(OPERATOR_ACTOR, job_id, &payload(obj)?).await?;
+            let message = format!("attempt {} failed ({reason}); job {job_id} queued again", job.attempts);
+            transition(obj, ctx, status, PatchPhase::Queued, "Retrying", message).await?;
+            Ok(Action::requeue(ctx.config.poll_interval))
+        }
         JobState::Succeeded | JobState::Failed => {
             ctx.audit(
                 AuditEvent::now(OPERATOR_ACTOR, "patch.result", audit_object(obj))
                     .outcome("Started", job_id.to_owned()),
             )
             .await?;
-            match ctx.store.take_result(OPERATOR_ACTOR, job_id).await? {
+            // Record the outcome in status first, then delete it from the store.
+            match ctx.store.peek_result(job_id).await? {
                 Some(JobOutcome::Succeeded(JobResult::Patch { provider_version })) => {
                     status.provider_version = Some(provider_version.clone());
                     status.executed_at = Some(now_time());
@@ -269,6 +282,7 @@ async fn follow_job(obj: &SecretPatch, ctx: &Context, job_id: &str) -> Result<Ac
                     .await?;
                 }
             }
+            ctx.store.delete_result(OPERATOR_ACTOR, job_id).await?;
             Ok(Action::await_change())
         }
     }

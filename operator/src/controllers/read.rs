@@ -193,14 +193,7 @@ async fn enqueue(
     approvers: Vec<String>,
     summary: String,
 ) -> Result<Action, Error> {
-    let uid = obj.uid().ok_or_else(|| Error::Invalid("the object has no uid".into()))?;
-    let payload = JobPayload::Read(ReadJob {
-        object_uid: uid,
-        namespace: obj.namespace().unwrap_or_default(),
-        name: obj.name_any(),
-        target: obj.spec.target.clone(),
-        recipient: obj.spec.recipient.clone(),
-    });
+    let payload = payload(obj)?;
     let job = NewJob {
         agent: obj.spec.target.agent.clone(),
         object: audit_object(obj),
@@ -231,6 +224,18 @@ async fn enqueue(
     Ok(Action::requeue(ctx.config.poll_interval))
 }
 
+/// The read job of a request.
+fn payload(obj: &SecretReadRequest) -> Result<JobPayload, Error> {
+    let uid = obj.uid().ok_or_else(|| Error::Invalid("the object has no uid".into()))?;
+    Ok(JobPayload::Read(ReadJob {
+        object_uid: uid,
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        target: obj.spec.target.clone(),
+        recipient: obj.spec.recipient.clone(),
+    }))
+}
+
 /// Mirrors the job's state; on success relays the sealed result into the delivery Secret.
 async fn follow_job(obj: &SecretReadRequest, ctx: &Context, job_id: &str) -> Result<Action, Error> {
     tracing::Span::current().record("job_id", job_id);
@@ -257,6 +262,13 @@ async fn follow_job(obj: &SecretReadRequest, ctx: &Context, job_id: &str) -> Res
             transition(obj, ctx, status, ReadPhase::Running, "Running", message).await?;
             Ok(Action::requeue(ctx.config.poll_interval))
         }
+        JobState::Failed if job.retryable == Some(true) && job.attempts < super::MAX_ATTEMPTS => {
+            let reason = job.outcome_reason.clone().unwrap_or_default();
+            ctx.store.requeue_job(OPERATOR_ACTOR, job_id, &payload(obj)?).await?;
+            let message = format!("attempt {} failed ({reason}); job {job_id} queued again", job.attempts);
+            transition(obj, ctx, status, ReadPhase::Queued, "Retrying", message).await?;
+            Ok(Action::requeue(ctx.config.poll_interval))
+        }
         JobState::Succeeded | JobState::Failed => deliver(obj, ctx, job_id, status).await,
     }
 }
@@ -269,20 +281,24 @@ async fn deliver(
 ) -> Result<Action, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let name = delivery_name(&obj.name_any());
-    // Audit the hand-off before taking the result: if the append fails, the result stays.
+    // Audit the hand-off before relaying: if the append fails, the result stays in the store.
     ctx.audit(AuditEvent::now(OPERATOR_ACTOR, "read.relay", audit_object(obj)).outcome("Started", job_id.to_owned()))
         .await?;
     let now = chrono::Utc::now();
     let expires = now + chrono::Duration::seconds(obj.spec.delivery.ttl_seconds);
-    match ctx.store.take_result(OPERATOR_ACTOR, job_id).await? {
+    // Peek, write the Secret, then delete: a crash in between relays again instead of
+    // losing the only copy.
+    match ctx.store.peek_result(job_id).await? {
         Some(JobOutcome::Succeeded(JobResult::Read { deliveries, missing_keys, .. })) => {
             if deliveries.is_empty() {
                 let message = format!("the secret has none of the requested keys ({})", missing_keys.join(", "));
                 transition(obj, ctx, status, ReadPhase::Failed, "KeysNotFound", message).await?;
+                ctx.store.delete_result(OPERATOR_ACTOR, job_id).await?;
                 return Ok(Action::await_change());
             }
             let secret = delivery_secret(obj, &deliveries, expires);
             secrets.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret)).await?;
+            ctx.store.delete_result(OPERATOR_ACTOR, job_id).await?;
             status.delivery_secret = Some(name.clone());
             status.delivered_at = Some(to_time(now));
             status.expires_at = Some(to_time(expires));
@@ -296,6 +312,7 @@ async fn deliver(
         Some(JobOutcome::Failed(failure)) => {
             let message = format!("the agent could not read the secret: {}", failure.message);
             transition(obj, ctx, status, ReadPhase::Failed, &failure.reason, message).await?;
+            ctx.store.delete_result(OPERATOR_ACTOR, job_id).await?;
             Ok(Action::await_change())
         }
         Some(JobOutcome::Succeeded(_)) => {

@@ -51,14 +51,10 @@ pub async fn wait_for_crds(client: &Client, timeout: Duration) -> Result<(), Sta
 }
 
 /// Resolves once `flag` turns true (or its sender is gone).
-fn on_shutdown(
-    mut flag: tokio::sync::watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        while !*flag.borrow_and_update() {
-            if flag.changed().await.is_err() {
-                break;
-            }
+async fn on_shutdown(mut flag: tokio::sync::watch::Receiver<bool>) {
+    while !*flag.borrow_and_update() {
+        if flag.changed().await.is_err() {
+            break;
         }
     }
 }
@@ -69,12 +65,10 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<b
     let completions = |ctx: &Arc<Context>| {
         let rx = ctx.store.subscribe_completions();
         futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(_) => return Some(((), rx)),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Some(((), rx)),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
+            match rx.recv().await {
+                // A lagging receiver missed completions: waking everyone covers them.
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
             }
         })
     };

@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// How long to wait for the CRDs at start-up.
     #[arg(long, env = "SB_CRD_WAIT", default_value = "120s", value_parser = parse_duration)]
     pub crd_wait: Duration,
+    /// How long an agent's claim holds a job before another claim may take it (a killed
+    /// agent's job is handed out again after this). Short values suit tests and demos.
+    #[arg(long, env = "SB_JOB_LEASE", default_value = "120s", value_parser = parse_duration)]
+    pub job_lease: Duration,
 }
 
 /// `30s`, `15m`, `24h`.

@@ -49,12 +49,10 @@ async fn termination() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn shutdown_future(mut flag: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        while !*flag.borrow_and_update() {
-            if flag.changed().await.is_err() {
-                break;
-            }
+async fn shutdown_future(mut flag: watch::Receiver<bool>) {
+    while !*flag.borrow_and_update() {
+        if flag.changed().await.is_err() {
+            break;
         }
     }
 }
@@ -65,14 +63,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let keys = args.kms_config().build().await.context("building the key manager")?;
-    let store =
-        Store::connect(&args.database_url(), keys, StoreOptions::default()).await.context("opening the store")?;
+    let options = StoreOptions { lease_duration: args.job_lease, ..StoreOptions::default() };
+    let store = Store::connect(&args.database_url(), keys, options).await.context("opening the store")?;
     tracing::info!(backend = ?store.backend(), "store ready; migrations applied");
     let client = kube::Client::try_default().await.context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
     controllers::wait_for_crds(&client, args.crd_wait).await?;
 
-    let scratch = tempfile_dir(&args.data_dir)?;
-    let serving = tls_secret::ensure(&client, &args.namespace, &args.tls_secret, &args.tls_names(), &scratch).await?;
+    let serving = tls_secret::ensure(&client, &args.namespace, &args.tls_secret, &args.tls_names()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let api_state = ApiState::new(store.clone(), ApiConfig::default());
@@ -138,16 +135,4 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = ops_server.await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// A private scratch directory under the data dir for parsing the serving material.
-fn tempfile_dir(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    let dir = data_dir.join("tls-scratch");
-    std::fs::create_dir_all(&dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(dir)
 }

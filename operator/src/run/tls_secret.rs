@@ -9,7 +9,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Why the serving certificate could not be obtained.
 #[derive(Debug, thiserror::Error)]
@@ -39,18 +38,17 @@ impl TlsSecretError {
 const KEYS: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
 
 /// Loads the Secret `name` in `namespace`, or generates the material for `names` and creates
-/// it. `scratch` is a private directory the material passes through to be parsed.
+/// it.
 pub async fn ensure(
     client: &Client,
     namespace: &str,
     name: &str,
     names: &[String],
-    scratch: &Path,
 ) -> Result<ServingTls, TlsSecretError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let kube_err = |source| TlsSecretError::Kube { name: name.to_owned(), source };
     if let Some(found) = api.get_opt(name).await.map_err(kube_err)? {
-        return from_secret(&found, name, scratch);
+        return from_secret(&found, name);
     }
     let generated = ServingTls::generate(names)?;
     let data = BTreeMap::from([
@@ -76,13 +74,13 @@ pub async fn ensure(
         // Another replica created it first: use theirs so every replica serves one key.
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let found = api.get(name).await.map_err(kube_err)?;
-            from_secret(&found, name, scratch)
+            from_secret(&found, name)
         }
         Err(e) => Err(kube_err(e)),
     }
 }
 
-fn from_secret(secret: &Secret, name: &str, scratch: &Path) -> Result<ServingTls, TlsSecretError> {
+fn from_secret(secret: &Secret, name: &str) -> Result<ServingTls, TlsSecretError> {
     let data = secret.data.clone().unwrap_or_default();
     for key in KEYS {
         if !data.contains_key(key) {
@@ -90,17 +88,5 @@ fn from_secret(secret: &Secret, name: &str, scratch: &Path) -> Result<ServingTls
         }
     }
     let pem = |key: &str| String::from_utf8_lossy(&data[key].0).into_owned();
-    let material = ServingTls {
-        cert_pem: pem("tls.crt"),
-        key_pem: zeroize::Zeroizing::new(pem("tls.key")),
-        ca_pem: pem("ca.crt"),
-        spki_sha256: String::new(),
-    };
-    // ServingTls computes the pin when it loads a directory; write, load, and clean up.
-    material.write_dir(scratch)?;
-    let loaded = ServingTls::load_dir(scratch);
-    for key in KEYS {
-        let _ = std::fs::remove_file(scratch.join(key));
-    }
-    Ok(loaded?)
+    Ok(ServingTls::from_pem(pem("tls.crt"), zeroize::Zeroizing::new(pem("tls.key")), pem("ca.crt"))?)
 }

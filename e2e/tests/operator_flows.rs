@@ -1,0 +1,200 @@
+//! The other flows with the real operator process: an AgentRegistration's identity Secret
+//! and heartbeat-fed status, a discovery job that fills the catalog, and a sealed patch that
+//! ends Executed with the provider's version.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams};
+use sb_core::binding::patch_aad;
+use sb_core::crd::{
+    AgentPhase, AgentRegistration, CatalogPhase, DiscoveredSecret, DiscoveryJob, DiscoveryPhase, PatchPhase,
+    SecretPatch, TargetRef,
+};
+use sb_core::protocol::{CatalogEntry, CatalogPage, JobOutcome, JobPayload, JobResult};
+use sb_core::seal::{Purpose, SecretValue, seal};
+use sb_e2e::operator::OPERATOR_NAMESPACE;
+use sb_e2e::scenario::Scenario;
+use std::collections::BTreeMap;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_registration_gets_an_identity_and_reports_heartbeats() {
+    let s = Scenario::start().await.unwrap();
+    let identity = &s.agent.identity;
+    assert_eq!(identity.agent_id, "edge");
+    assert_eq!(identity.operator_endpoint, s.operator.endpoint());
+    assert!(identity.ca_bundle.contains("BEGIN CERTIFICATE") && !identity.spki_sha256.is_empty());
+
+    let regs: Api<AgentRegistration> = Api::all(s.admin.clone());
+    let pending = s
+        .wait(&regs, "edge", "credential in status", |r| {
+            r.status.as_ref().is_some_and(|st| st.credential_secret_ref.is_some())
+        })
+        .await
+        .unwrap();
+    let status = pending.status.unwrap();
+    assert_eq!(status.credential_secret_ref.unwrap().name, "edge-agent-identity");
+    assert!(status.credential_issued_at.is_some());
+
+    let answer = s.agent.heartbeat(&["vault"]).await.unwrap();
+    assert_eq!(answer.registered_providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["vault"]);
+    let key_id = s.agent.sealing.public.key_id();
+    let ready = s
+        .wait(&regs, "edge", "phase Ready with the sealing key", |r| {
+            r.status.as_ref().is_some_and(|st| {
+                st.phase == Some(AgentPhase::Ready) && st.sealing_key_id.as_deref() == Some(key_id.as_str())
+            })
+        })
+        .await
+        .unwrap();
+    let status = ready.status.unwrap();
+    assert_eq!(status.agent_version.as_deref(), Some("scripted-0.1"));
+    assert_eq!(status.sealing_public_key.as_deref(), Some(s.agent.sealing.public.to_base64().as_str()));
+    assert!(status.providers.iter().any(|p| p.name == "vault" && p.healthy), "{:?}", status.providers);
+    assert!(status.last_heartbeat.is_some());
+
+    // Deleting the registration revokes the credential and removes the identity Secret.
+    regs.delete("edge", &DeleteParams::default()).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
+    let deadline = tokio::time::Instant::now() + sb_e2e::scenario::WAIT;
+    loop {
+        let refused = s.agent.heartbeat(&["vault"]).await.is_err();
+        let gone = regs.get_opt("edge").await.unwrap().is_none()
+            && secrets.get_opt("edge-agent-identity").await.unwrap().is_none();
+        if refused && gone {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "credential still valid or objects left\n{}",
+            s.operator.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_discovery_job_fills_the_catalog_with_labelled_entries() {
+    let s = Scenario::start().await.unwrap();
+    let job_yaml = r#"
+apiVersion: secrets-bridge.io/v1alpha1
+kind: DiscoveryJob
+metadata: {name: team-a-vault, namespace: team-a}
+spec:
+  agent: edge
+  provider: vault
+  scope: {pathPrefix: team-a/}
+"#;
+    s.kubectl("admin", &["apply", "-f", "-"], Some(job_yaml)).await.expect_ok("discovery job");
+    let jobs_api: Api<DiscoveryJob> = Api::namespaced(s.admin.clone(), "team-a");
+    s.wait(&jobs_api, "team-a-vault", "phase Queued", |j| {
+        j.status.as_ref().and_then(|st| st.phase) == Some(DiscoveryPhase::Queued)
+    })
+    .await
+    .unwrap();
+    let claimed = s.agent.claim(2).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    let JobPayload::Discover(discover) = &claimed[0].payload else {
+        panic!("not a discover job: {:?}", claimed[0].payload)
+    };
+    assert_eq!(discover.path_prefix.as_deref(), Some("team-a/"));
+
+    let entries = vec![
+        CatalogEntry {
+            reference: "team-a/db".into(),
+            labels: BTreeMap::from([("team".into(), "payments".into()), ("cost center".into(), "42 / eu".into())]),
+            version: Some("3".into()),
+        },
+        CatalogEntry {
+            reference: "team-a/api".into(),
+            labels: BTreeMap::from([("team".into(), "web".into())]),
+            version: None,
+        },
+    ];
+    let page = CatalogPage { lease_token: claimed[0].lease_token.clone(), page: 0, entries };
+    s.agent.catalog_page(&claimed[0], page).await.unwrap();
+    let done = JobOutcome::Succeeded(JobResult::Discover { pages: 1, total: 2, complete: true });
+    s.agent.complete(&claimed[0], done).await.unwrap();
+
+    let finished = s
+        .wait(&jobs_api, "team-a-vault", "phase Succeeded", |j| {
+            j.status.as_ref().and_then(|st| st.phase) == Some(DiscoveryPhase::Succeeded)
+        })
+        .await
+        .unwrap();
+    let counts = finished.status.unwrap().counts.unwrap();
+    assert_eq!((counts.added, counts.updated, counts.missing, counts.total), (2, 0, 0, 2));
+
+    let catalog: Api<DiscoveredSecret> = Api::namespaced(s.admin.clone(), "team-a");
+    let payments =
+        catalog.list(&ListParams::default().labels("catalog.secrets-bridge.io/team=payments")).await.unwrap().items;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    let entry = &payments[0];
+    assert_eq!(entry.spec.reference, "team-a/db");
+    assert_eq!(entry.spec.labels["cost center"], "42 / eu", "provider labels stay verbatim in spec");
+    assert_eq!(entry.metadata.labels.as_ref().unwrap()["catalog.secrets-bridge.io/cost-center"], "42---eu");
+    let status = entry.status.clone().unwrap();
+    assert_eq!(status.phase, Some(CatalogPhase::Present));
+    assert!(status.first_seen.is_some() && status.last_seen.is_some());
+    let all = catalog.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|d| d.metadata.name.as_deref().unwrap().starts_with("edge-vault-team-a-")));
+
+    // kubectl filters by the copied labels.
+    let got = s
+        .kubectl(
+            "alice",
+            &["get", "discoveredsecrets", "-n", "team-a", "-l", "catalog.secrets-bridge.io/team=web", "-o", "name"],
+            None,
+        )
+        .await
+        .expect_ok("kubectl get -l");
+    assert_eq!(got.stdout.lines().count(), 1, "{}", got.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approved_patch_is_executed_with_the_providers_version() {
+    let s = Scenario::start().await.unwrap();
+    let target =
+        TargetRef { agent: "edge".into(), provider: "vault".into(), reference: "team-a/db".into(), keys: vec![] };
+    let aad = patch_aad("team-a", "rotate-db", &target, "password");
+    let envelope =
+        seal(&s.agent.sealing.public, Purpose::PatchValue, &aad, &SecretValue::new(b"new-canary-value".to_vec()))
+            .unwrap();
+    let patch_yaml = format!(
+        r#"
+apiVersion: secrets-bridge.io/v1alpha1
+kind: SecretPatch
+metadata: {{name: rotate-db, namespace: team-a}}
+spec:
+  target: {{agent: edge, provider: vault, ref: team-a/db}}
+  justification: Rotating after INC-4211.
+  requester: alice
+  values:
+    password: {}
+"#,
+        serde_json::to_string(&envelope).unwrap()
+    );
+    s.kubectl("alice", &["apply", "-f", "-"], Some(&patch_yaml)).await.expect_ok("alice's patch");
+    let api: Api<SecretPatch> = Api::namespaced(s.admin.clone(), "team-a");
+    let phase = |p: &SecretPatch| p.status.as_ref().and_then(|st| st.phase);
+    s.wait(&api, "rotate-db", "phase Pending", |p| phase(p) == Some(PatchPhase::Pending)).await.unwrap();
+    assert!(s.agent.claim(0).await.unwrap().is_empty(), "no job before approval");
+    s.decide("bob", "secretpatch", "rotate-db", "Approve", false).await.expect_ok("bob's approval");
+    s.wait(&api, "rotate-db", "phase Queued", |p| phase(p) == Some(PatchPhase::Queued)).await.unwrap();
+
+    let claimed = s.agent.claim(2).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    let JobPayload::Patch(job) = &claimed[0].payload else { panic!("not a patch job: {:?}", claimed[0].payload) };
+    assert_eq!(job.values["password"], envelope, "the agent receives the requester's envelope unchanged");
+    s.agent
+        .complete(&claimed[0], JobOutcome::Succeeded(JobResult::Patch { provider_version: "7".into() }))
+        .await
+        .unwrap();
+
+    let executed =
+        s.wait(&api, "rotate-db", "phase Executed", |p| phase(p) == Some(PatchPhase::Executed)).await.unwrap();
+    let status = executed.status.unwrap();
+    assert_eq!(status.provider_version.as_deref(), Some("7"));
+    assert!(status.executed_at.is_some());
+    assert_eq!(status.approval_summary.as_deref(), Some("1/1"));
+}
