@@ -142,6 +142,20 @@ pub fn validate(rr: &ResourceReq, obj: &Value, old: Option<&Value>) -> Vec<Field
             }
         }
     }
+    if rr.rt.group.is_empty() && matches!(rr.rt.plural.as_str(), "secrets" | "configmaps") {
+        for field in ["data", "binaryData"] {
+            for k in obj.get(field).and_then(Value::as_object).into_iter().flatten().map(|(k, _)| k) {
+                let ok = !k.is_empty()
+                    && k.len() <= 253
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !ok {
+                    errs.push(field_error("FieldValueInvalid", &format!("{field}[{k}]"), format!(
+                        "Invalid value: \"{k}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+                    )));
+                }
+            }
+        }
+    }
     let Some(old) = old else { return errs };
     match (rr.rt.group.as_str(), rr.rt.plural.as_str()) {
         ("", "secrets" | "configmaps") if old["immutable"] == json!(true) && rr.subresource.is_empty() => {
@@ -170,4 +184,24 @@ pub fn validate(rr: &ResourceReq, obj: &Value, old: Option<&Value>) -> Vec<Field
         _ => {}
     }
     errs
+}
+
+/// Secret `data` (and ConfigMap `binaryData`) must be base64, or the body does not even decode:
+/// the real server answers 400 before any validation.
+pub fn check_base64(rr: &ResourceReq, obj: &Value) -> Result<(), crate::status::ApiError> {
+    let field = match (rr.rt.group.as_str(), rr.rt.plural.as_str()) {
+        ("", "secrets") => "data",
+        ("", "configmaps") => "binaryData",
+        _ => return Ok(()),
+    };
+    for v in obj.get(field).and_then(Value::as_object).into_iter().flatten().map(|(_, v)| v) {
+        let ok = v.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
+        if !ok {
+            return Err(crate::status::ApiError::bad_request(format!(
+                "{kind} in version \"v1\" cannot be handled as a {kind}: illegal base64 data",
+                kind = rr.rt.kind
+            )));
+        }
+    }
+    Ok(())
 }

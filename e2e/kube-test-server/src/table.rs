@@ -155,10 +155,26 @@ fn columns(rr: &ResourceReq) -> Vec<Column> {
             })
             .collect();
     }
+    let created_at = col("Created At", "string", ".metadata.creationTimestamp");
     let mut cols = match (rr.rt.group.as_str(), rr.rt.plural.as_str()) {
         ("", "secrets") => vec![col("Type", "string", ".type"), col("Data", "count", ".data")],
         ("", "configmaps") => vec![col("Data", "count", ".data")],
         ("", "namespaces") => vec![col("Status", "string", ".status.phase")],
+        ("", "serviceaccounts") => vec![col("Secrets", "count", ".secrets")],
+        ("coordination.k8s.io", "leases") => vec![col("Holder", "string", ".spec.holderIdentity")],
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+            vec![col("Role", "roleRef", ".roleRef")]
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
+            vec![col("Validations", "count", ".spec.validations"), col("ParamKind", "string", ".spec.paramKind.kind")]
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
+            vec![col("PolicyName", "string", ".spec.policyName"), col("ParamRef", "string", ".spec.paramRef.name")]
+        }
+        // The real server prints a raw creation time for these instead of an age.
+        ("rbac.authorization.k8s.io", "roles" | "clusterroles") | ("apiextensions.k8s.io", _) => {
+            return vec![created_at];
+        }
         _ => vec![],
     };
     cols.push(col("Age", "date", ".metadata.creationTimestamp"));
@@ -167,8 +183,14 @@ fn columns(rr: &ResourceReq) -> Vec<Column> {
 
 fn cell(c: &Column, obj: &Value) -> Value {
     let vals = eval(&c.path, obj);
-    if c.ty == "count" {
-        return json!(vals.first().and_then(Value::as_object).map_or(0, |m| m.len()));
+    match (c.ty.as_str(), vals.first()) {
+        ("count", Some(Value::Object(m))) => return json!(m.len()),
+        ("count", Some(Value::Array(a))) => return json!(a.len()),
+        ("count", _) => return json!(0),
+        ("roleRef", Some(r)) => {
+            return json!(format!("{}/{}", r["kind"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or("")));
+        }
+        _ => {}
     }
     let Some(first) = vals.first() else {
         return Value::Null;
@@ -190,7 +212,7 @@ pub fn convert(rr: &ResourceReq, items: &[Value], include: Option<&str>, rv: &st
     let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name",
         "description": "Name must be unique within a namespace.", "priority": 0})];
     for c in &cols {
-        let ty = if c.ty == "count" { "string" } else { c.ty.as_str() };
+        let ty = if matches!(c.ty.as_str(), "count" | "roleRef") { "string" } else { c.ty.as_str() };
         defs.push(json!({"name": c.name, "type": ty, "format": c.format, "description": c.description, "priority": c.priority}));
     }
     let rows: Vec<Value> = items

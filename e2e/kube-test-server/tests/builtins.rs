@@ -130,3 +130,59 @@ async fn immutable_secrets_labels_and_namespaces_are_validated() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown field \"datta\""), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_recorder_secret_decoding_and_builtin_tables() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let s = server().await;
+    let client = s.client_as("admin").await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm = cms
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta { name: Some("subject".into()), ..Default::default() },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "test-controller".into(), instance: None });
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Checked".into(),
+        note: Some("all good".into()),
+        action: "Check".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&cm, &());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    let list = events.list(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1, "the second publish patches the series");
+    assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    // Secret data that is not base64 does not even decode: 400 from the server.
+    let out = kubectl_stdin(
+        &s,
+        "admin",
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: b}\ndata: {k: \"not base64!\"}\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("illegal base64 data"), "{err}");
+    let bad_key: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "c"}, "stringData": {"bad key": "v"}})).unwrap();
+    let (code, _, msg) = api_error(secrets.create(&PostParams::default(), &bad_key).await);
+    assert_eq!(code, 422, "{msg}");
+    assert!(msg.contains("data[bad key]: Invalid value: \"bad key\": a valid config key"), "{msg}");
+
+    s.apply_yaml_as_admin(TEAM_A_ADMIN).await.unwrap();
+    let table = kubectl_ok(&s, "admin", &["get", "rolebindings", "-n", "team-a"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "ROLE", "AGE"], "{table}");
+    assert!(table.contains("Role/role-manager"), "{table}");
+}

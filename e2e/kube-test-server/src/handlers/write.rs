@@ -147,6 +147,7 @@ pub fn commit(
 ) -> ApiResult<Committed> {
     let creating = old.is_none();
     check_identity(rr, &mut new, creating)?;
+    crate::builtin::check_base64(rr, &new)?;
     let name = meta::name(&new).to_string();
     let target = rr.target(&name);
     if creating && rr.rt.namespaced {
