@@ -85,6 +85,11 @@ pub struct Scenario {
 impl Scenario {
     /// Sets everything up and waits for the agent's identity Secret.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Scenario::start`] with extra `sb-operator run` flags.
+    pub async fn start_with(operator_args: &[&str]) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cluster = Cluster::start(USERS).await?;
         cluster.apply_repo_path("crds").await?;
@@ -94,7 +99,7 @@ impl Scenario {
             .expect_ok("waiting for the CRDs");
         cluster.apply_repo_path("charts/secrets-bridge/files").await?;
         cluster.kubectl("admin", &["apply", "-f", "-"], Some(TEAM_A)).await?.expect_ok("team-a setup");
-        let operator = Operator::start(&cluster, &[]).await?;
+        let operator = Operator::start(&cluster, operator_args).await?;
         let admin = cluster.server.client_as("admin").await?;
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
         let secret =

@@ -198,3 +198,23 @@ spec:
     assert!(status.executed_at.is_some());
     assert_eq!(status.approval_summary.as_deref(), Some("1/1"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_leader_election_the_operator_holds_a_lease_and_stops_cleanly_on_sigterm() {
+    let mut s = Scenario::start_with(&["--leader-election"]).await.unwrap();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
+    let lease = s
+        .wait(&leases, "sb-operator-leader", "the leader lease", |l| {
+            l.spec.as_ref().and_then(|sp| sp.holder_identity.as_ref()).is_some()
+        })
+        .await
+        .unwrap();
+    assert_eq!(lease.spec.unwrap().lease_duration_seconds, Some(15));
+    // The elected replica reconciles: the agent's identity exists (Scenario::start waited for it).
+    assert!(
+        s.operator.terminate(std::time::Duration::from_secs(15)).unwrap(),
+        "SIGTERM must end the process cleanly\n{}",
+        s.operator.logs()
+    );
+    assert!(s.operator.logs().contains("termination requested"), "{}", s.operator.logs());
+}
