@@ -103,6 +103,11 @@ async fn an_approved_read_is_delivered_sealed_and_revealed_once() {
     assert!(!String::from_utf8_lossy(&database).contains(&canary), "plaintext found in the store");
     assert!(!s.operator.logs().contains(&canary), "plaintext found in the operator's log");
 
+    // Every log line of the flow names the object's uid, and those after queueing the job id.
+    let logs = s.operator.logs();
+    let queued_line = logs.lines().find(|l| l.contains("phase changed") && l.contains("Queued")).unwrap_or_default();
+    assert!(queued_line.contains(&uid) && queued_line.contains(&job.job_id), "{logs}");
+
     s.kubectl("alice", &["delete", "secret", "db-delivery", "-n", "team-a"], None)
         .await
         .expect_ok("reveal deletes the delivery");
