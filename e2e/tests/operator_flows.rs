@@ -218,3 +218,66 @@ async fn with_leader_election_the_operator_holds_a_lease_and_stops_cleanly_on_si
     );
     assert!(s.operator.logs().contains("termination requested"), "{}", s.operator.logs());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_the_credential_mints_a_new_secret_and_keeps_the_old_one_for_the_grace_period() {
+    let s = Scenario::start().await.unwrap();
+    s.agent.heartbeat(&["vault"]).await.unwrap();
+    s.kubectl(
+        "admin",
+        &["annotate", "agentregistration", "edge", "secrets-bridge.io/rotate-credential=2026-11-22"],
+        None,
+    )
+    .await
+    .expect_ok("asking for a rotation");
+    let secrets: Api<Secret> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
+    let old_secret = s.agent.identity.agent_secret.clone();
+    let identity_of = |secret: &Secret| -> sb_core::protocol::AgentIdentity {
+        serde_json::from_slice(&secret.data.as_ref().unwrap()["identity.json"].0).unwrap()
+    };
+    let rotated = s
+        .wait(&secrets, "edge-agent-identity", "a new agent secret", |sec| identity_of(sec).agent_secret != old_secret)
+        .await
+        .unwrap();
+    let new_agent = sb_e2e::scripted_agent::ScriptedAgent::new(identity_of(&rotated)).unwrap();
+    new_agent.heartbeat(&["vault"]).await.expect("the new secret authenticates");
+    s.agent.heartbeat(&["vault"]).await.expect("the old secret still authenticates during the grace period");
+    let regs: Api<AgentRegistration> = Api::all(s.admin.clone());
+    let reg = s
+        .wait(&regs, "edge", "previous credential expiry in status", |r| {
+            r.status.as_ref().is_some_and(|st| st.previous_credential_expires_at.is_some())
+        })
+        .await
+        .unwrap();
+    assert!(reg.status.unwrap().conditions.iter().any(|c| c.type_ == "CredentialIssued" && c.status == "True"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_nobody_approves_expires_at_the_end_of_the_approval_window() {
+    let s = Scenario::start_with(&["--approval-window", "3s"]).await.unwrap();
+    let recipient = sb_core::seal::KeyPair::generate();
+    let request = format!(
+        r#"
+apiVersion: secrets-bridge.io/v1alpha1
+kind: SecretReadRequest
+metadata: {{name: forgotten, namespace: team-a}}
+spec:
+  target: {{agent: edge, provider: vault, ref: team-a/db}}
+  justification: Nobody will look at this one.
+  requester: alice
+  recipient: "{}"
+"#,
+        recipient.public.to_base64()
+    );
+    s.kubectl("alice", &["apply", "-f", "-"], Some(&request)).await.expect_ok("alice's request");
+    let api: Api<sb_core::crd::SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    let expired = s
+        .wait(&api, "forgotten", "phase Expired", |r| {
+            r.status.as_ref().and_then(|st| st.phase) == Some(sb_core::crd::ReadPhase::Expired)
+        })
+        .await
+        .unwrap();
+    let status = expired.status.unwrap();
+    assert!(status.conditions.iter().any(|c| c.reason == "ApprovalWindowExpired"), "{status:?}");
+    assert!(s.agent.claim(1).await.unwrap().is_empty(), "an expired request must not produce a job");
+}
