@@ -137,6 +137,10 @@ pub fn resource_type(crd: &Value) -> ResourceType {
                 raw_schema: raw,
                 columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
                 status_subresource: v.pointer("/subresources/status").is_some(),
+                selectable: v["selectableFields"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|f| f["jsonPath"].as_str()).map(String::from).collect())
+                    .unwrap_or_default(),
             },
         );
         versions.push(name);

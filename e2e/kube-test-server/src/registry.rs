@@ -23,6 +23,8 @@ pub struct CrdVersion {
     pub raw_schema: Value,
     pub columns: Vec<Value>,
     pub status_subresource: bool,
+    /// `selectableFields` JSON paths (field selectors beyond metadata.name/namespace).
+    pub selectable: Vec<String>,
 }
 
 #[derive(Clone)]

@@ -233,7 +233,9 @@ async fn label_and_field_selectors_and_pagination() {
     assert_eq!(names(api.list(&f).await.unwrap()), ["w3"]);
     let f = ListParams::default().fields("metadata.namespace!=default");
     assert!(api.list(&f).await.unwrap().items.is_empty());
-    assert_eq!(api_error(api.list(&ListParams::default().fields("spec.color=red")).await).0, 400);
+    assert_eq!(api_error(api.list(&ListParams::default().fields("spec.size=2")).await).0, 400, "not selectable");
+    let by_color = api.list(&ListParams::default().fields("spec.color=red,metadata.name!=w0")).await.unwrap();
+    assert_eq!(names(by_color), ["w1", "w2", "w3", "w4"], "CRD selectableFields");
 
     let mut seen = Vec::new();
     let mut lp = ListParams::default().limit(2);

@@ -122,3 +122,37 @@ async fn foreground_deletion_waits_for_dependents_and_collections_delete_by_sele
     };
     api.delete("keep", &right).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_only_get_list_and_watch_for_kube_rs_metadata_watchers() {
+    use futures::StreamExt;
+    let s = server_with_widgets().await;
+    let client = s.client_as("admin").await.unwrap();
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &widgets_api());
+    api.create(&PostParams::default(), &widget("a")).await.unwrap();
+    let meta = api.get_metadata("a").await.unwrap();
+    assert_eq!(meta.metadata.name.as_deref(), Some("a"));
+    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.labels.as_ref().unwrap()["batch"], "one");
+    let meta_api: Api<kube::core::PartialObjectMeta<DynamicObject>> =
+        Api::namespaced_with(s.client_as("admin").await.unwrap(), "default", &widgets_api());
+    let mut w = kube::runtime::watcher(meta_api, kube::runtime::watcher::Config::default()).boxed();
+    let mut seen = false;
+    for _ in 0..5 {
+        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap() {
+            Some(Ok(kube::runtime::watcher::Event::InitApply(m))) => seen |= m.metadata.name.as_deref() == Some("a"),
+            Some(Ok(kube::runtime::watcher::Event::InitDone)) => break,
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(seen, "metadata watcher lists the object");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn system_namespaces_may_not_be_deleted() {
+    let s = server().await;
+    let err = kubectl_err(&s, "admin", &["delete", "namespace", "default"]);
+    assert!(err.contains("namespaces \"default\" is forbidden: this namespace may not be deleted"), "{err}");
+}

@@ -87,6 +87,12 @@ pub fn delete(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response
     let key = key_of(rr, &rr.name);
     let target = rr.target(&rr.name);
     let obj = inner.store.get(&key).cloned().ok_or_else(|| ApiError::not_found(&target))?;
+    if key.group.is_empty()
+        && key.resource == "namespaces"
+        && matches!(key.name.as_str(), "default" | "kube-system" | "kube-public")
+    {
+        return Err(ApiError::forbidden(&target, "this namespace may not be deleted"));
+    }
     if let Some(u) = opts.pointer("/preconditions/uid").and_then(Value::as_str)
         && u != meta::uid(&obj)
     {

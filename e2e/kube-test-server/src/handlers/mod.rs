@@ -33,6 +33,33 @@ pub async fn handle(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Re
     }
 }
 
+/// The representation a client asked for with its first `Accept` media type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Shape {
+    Full,
+    /// `as=Table` (kubectl), with the `includeObject` choice.
+    Table(Option<String>),
+    /// `as=PartialObjectMetadata[List]` (kube-rs metadata API and metadata watchers).
+    Metadata,
+}
+
+pub fn shape(ctx: &Ctx) -> Shape {
+    let first = ctx.header("accept").split(',').next().unwrap_or("").to_string();
+    if first.contains("as=Table") {
+        Shape::Table(ctx.q("includeObject").map(String::from))
+    } else if first.contains("as=PartialObjectMetadata") {
+        Shape::Metadata
+    } else {
+        Shape::Full
+    }
+}
+
+/// `meta.k8s.io/v1 PartialObjectMetadata` of an object.
+pub fn partial(obj: &Value) -> Value {
+    serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(serde_json::json!({}))})
+}
+
 /// Parses a JSON (or, for apply, YAML) request body.
 pub fn parse_body(ctx: &Ctx) -> ApiResult<Value> {
     if ctx.body.is_empty() {

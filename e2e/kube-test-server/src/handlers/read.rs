@@ -1,6 +1,6 @@
 //! get and list, as JSON or as a `meta.k8s.io/v1` Table for kubectl.
 
-use super::{for_version, write::key_of};
+use super::{Shape, for_version, partial, shape, write::key_of};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::{App, Ctx, ResourceReq};
 use crate::status::{ApiError, ApiResult, json_response};
@@ -11,10 +11,6 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-fn wants_table(ctx: &Ctx) -> bool {
-    ctx.header("accept").split(',').next().is_some_and(|a| a.contains("as=Table"))
-}
-
 pub fn get(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> {
     let obj = {
         let inner = app.lock();
@@ -22,11 +18,13 @@ pub fn get(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> {
     };
     let obj = obj.ok_or_else(|| ApiError::not_found(&rr.target(&rr.name)))?;
     let obj = for_version(obj, rr);
-    if wants_table(ctx) {
-        let rv = crate::meta::rv(&obj).to_string();
-        return Ok(json_response(StatusCode::OK, &table::convert(rr, &[obj], ctx.q("includeObject"), &rv, None)));
-    }
-    Ok(json_response(StatusCode::OK, &obj))
+    let rv = crate::meta::rv(&obj).to_string();
+    let body = match shape(ctx) {
+        Shape::Table(include) => table::convert(rr, &[obj], include.as_deref(), &rv, None),
+        Shape::Metadata => partial(&obj),
+        Shape::Full => obj,
+    };
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// Selectors of a list or watch request.
@@ -38,7 +36,11 @@ pub struct Filter {
 impl Filter {
     pub fn from_ctx(ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Self> {
         let labels = LabelSelector::parse(ctx.q("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
-        let selectable: Option<Vec<String>> = rr.rt.crd.as_ref().map(|_| Vec::new());
+        let selectable: Option<Vec<String>> = rr
+            .rt
+            .crd
+            .as_ref()
+            .map(|_| rr.rt.crd_version(&rr.version).map(|v| v.selectable.clone()).unwrap_or_default());
         let fields = FieldSelector::parse(ctx.q("fieldSelector").unwrap_or(""), selectable.as_deref())
             .map_err(ApiError::bad_request)?;
         Ok(Self { labels, fields })
@@ -104,21 +106,23 @@ pub fn list(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> 
     drop(inner);
     let cont = if remaining > 0 { next.map(|p| encode_continue(list_rv, &p)) } else { None };
     let rv = list_rv.to_string();
-    if wants_table(ctx) {
-        return Ok(json_response(StatusCode::OK, &table::convert(rr, &items, ctx.q("includeObject"), &rv, cont)));
+    let shape = shape(ctx);
+    if let Shape::Table(include) = &shape {
+        return Ok(json_response(StatusCode::OK, &table::convert(rr, &items, include.as_deref(), &rv, cont)));
     }
     let mut metadata = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         metadata["continue"] = json!(c);
         metadata["remainingItemCount"] = json!(remaining);
     }
+    let (api_version, kind, items) = match shape {
+        Shape::Metadata => {
+            ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string(), items.iter().map(partial).collect())
+        }
+        _ => (rr.rt.api_version(&rr.version), format!("{}List", rr.rt.kind), items),
+    };
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "apiVersion": rr.rt.api_version(&rr.version),
-            "kind": format!("{}List", rr.rt.kind),
-            "metadata": metadata,
-            "items": items,
-        }),
+        &json!({"apiVersion": api_version, "kind": kind, "metadata": metadata, "items": items}),
     ))
 }

@@ -3,8 +3,8 @@
 //! with an in-stream `410 Expired` ERROR event like the real server, sends BOOKMARKs when
 //! asked, supports `sendInitialEvents` (streaming lists) and `timeoutSeconds`.
 
-use super::for_version;
 use super::read::Filter;
+use super::{Shape, for_version, partial, shape};
 use crate::server::{App, Ctx, ResourceReq};
 use crate::status::{ApiError, ApiResult};
 use crate::store::{Event, EventType};
@@ -27,8 +27,9 @@ struct Watch {
     rr: ResourceReq,
     filter: Filter,
     bookmarks: bool,
-    /// kubectl `get -w` asks for Table events: one row each, column definitions only first.
-    table: Option<Option<String>>,
+    /// kubectl `get -w` asks for Table events (one row each, column definitions only first),
+    /// metadata watchers for PartialObjectMetadata.
+    shape: Shape,
     sent_columns: bool,
 }
 
@@ -42,8 +43,10 @@ impl Watch {
     /// The event to send for `ev`, with selector transitions turned into ADDED/DELETED.
     fn encode(&mut self, kind: &str, obj: Value) -> Bytes {
         let obj = for_version(obj, &self.rr);
-        let Some(include) = &self.table else {
-            return line(kind, obj);
+        let include = match &self.shape {
+            Shape::Full => return line(kind, obj),
+            Shape::Metadata => return line(kind, partial(&obj)),
+            Shape::Table(include) => include,
         };
         let rv = crate::meta::rv(&obj).to_string();
         let mut t = crate::table::convert(&self.rr, &[obj], include.as_deref(), &rv, None);
@@ -88,12 +91,11 @@ impl Watch {
 }
 
 pub fn watch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> {
-    let wants_table = ctx.header("accept").split(',').next().is_some_and(|a| a.contains("as=Table"));
     let mut w = Watch {
         rr: rr.clone(),
         filter: Filter::from_ctx(ctx, rr)?,
         bookmarks: ctx.q("allowWatchBookmarks") == Some("true"),
-        table: wants_table.then(|| ctx.q("includeObject").map(String::from)),
+        shape: shape(ctx),
         sent_columns: false,
     };
     let send_initial = ctx.q("sendInitialEvents") == Some("true");
