@@ -6,6 +6,7 @@ pub use kube_test_server;
 pub mod operator;
 pub mod scenario;
 pub mod scripted_agent;
+pub mod stack;
 
 use anyhow::{Context, bail};
 use kube_test_server::{Config, TestServer};

@@ -1,0 +1,134 @@
+//! The read flow as people perform it, with every part real: alice asks with `kubectl sb
+//! read`, bob approves with `kubectl approve`, the operator queues a job, the real sb-agent
+//! reads OpenBao or moto and seals the value to alice's key, and `kubectl sb reveal` opens it
+//! once. Also: self-approval refused, deny, and an unrevealed delivery that expires.
+
+use sb_core::crd::ReadPhase;
+use sb_e2e::stack::canary::new_canary;
+use sb_e2e::stack::{Stack, StackOptions};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_approved_by_someone_else_is_revealed_once() {
+    let s = Stack::start(StackOptions::default()).await.unwrap();
+    let canary = new_canary();
+    let path = s.ref_of("db");
+    s.bao.put(&path, &BTreeMap::from([("password", canary.as_str()), ("username", "reporting")])).await.unwrap();
+
+    let target = format!("edge/vault:{path}");
+    let read = s
+        .kubectl(
+            "alice",
+            &[
+                "sb",
+                "read",
+                &target,
+                "--key",
+                "password",
+                "--reason",
+                "INC-4211 rotate reporting",
+                "--name",
+                "db",
+                "-n",
+                "team-a",
+            ],
+        )
+        .await
+        .expect_ok("alice's read");
+    assert!(read.stdout.contains("db"), "{}", read.stdout);
+    s.wait_read("db", ReadPhase::Pending).await.unwrap();
+
+    // The requester cannot approve her own request, even holding the approver role.
+    let err = s
+        .kubectl("alice", &["approve", "srr/db", "--reason", "looks fine", "-n", "team-a"])
+        .await
+        .expect_err("self-approval");
+    assert!(err.contains("the requester cannot approve"), "{err}");
+    assert!(!err.contains("\n  at "), "a sentence, not a stack trace: {err}");
+
+    s.kubectl("bob", &["approve", "srr/db", "--reason", "matches INC-4211", "-n", "team-a"])
+        .await
+        .expect_ok("bob's approval");
+    s.wait_read("db", ReadPhase::Delivered).await.unwrap();
+
+    let revealed = s.kubectl("alice", &["sb", "reveal", "db", "-o", "json", "-n", "team-a"]).await.expect_ok("reveal");
+    let values: BTreeMap<String, String> = serde_json::from_str(&revealed.stdout).unwrap();
+    assert_eq!(values, BTreeMap::from([("password".to_owned(), canary.clone())]), "only the requested key");
+    assert!(!revealed.stderr.contains(&canary), "values never go to stderr");
+
+    let again = s.kubectl("alice", &["sb", "reveal", "db", "-o", "json", "-n", "team-a"]).await;
+    assert!(!again.stdout.contains(&canary), "revealed twice: {}", again.stdout);
+    let err = again.expect_err("second reveal");
+    assert!(err.contains("already revealed") || err.contains("revealed"), "{err}");
+    s.wait_read("db", ReadPhase::Revealed).await.unwrap();
+
+    s.assert_no_canary_in_control_plane(&[&canary], None);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_read_ends_without_a_value() {
+    let s = Stack::start(StackOptions::default()).await.unwrap();
+    let canary = new_canary();
+    let name = s.ref_of("api");
+    s.moto.create(&name, &BTreeMap::from([("token", canary.as_str())]), &[]).await.unwrap();
+
+    let target = format!("edge/aws:{name}");
+    s.kubectl("carol", &["sb", "read", &target, "--reason", "curious", "--name", "api", "-n", "team-a"])
+        .await
+        .expect_ok("carol's read");
+    s.wait_read("api", ReadPhase::Pending).await.unwrap();
+    s.kubectl("bob", &["sb", "deny", "srr/api", "--reason", "no ticket", "-n", "team-a"]).await.expect_ok("deny");
+    let denied = s.wait_read("api", ReadPhase::Denied).await.unwrap();
+    let summary = serde_json::to_string(&denied.status).unwrap();
+    assert!(summary.contains("no ticket") || summary.contains("Denied"), "{summary}");
+
+    let err = s
+        .kubectl("carol", &["sb", "reveal", "api", "--timeout", "5s", "-n", "team-a"])
+        .await
+        .expect_err("reveal of a denied request");
+    assert!(err.to_lowercase().contains("denied"), "{err}");
+
+    s.assert_no_canary_in_control_plane(&[&canary], None);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unrevealed_delivery_expires() {
+    let s = Stack::start(StackOptions::default()).await.unwrap();
+    let canary = new_canary();
+    let path = s.ref_of("expiring");
+    s.bao.put(&path, &BTreeMap::from([("password", canary.as_str())])).await.unwrap();
+
+    // 1m is the shortest delivery lifetime the CRD schema accepts.
+    let target = format!("edge/vault:{path}");
+    s.kubectl("alice", &["sb", "read", &target, "--reason", "INC-1", "--ttl", "1m", "--name", "late", "-n", "team-a"])
+        .await
+        .expect_ok("alice's read");
+    s.wait_read("late", ReadPhase::Pending).await.unwrap();
+    s.kubectl("bob", &["approve", "srr/late", "--reason", "ok", "-n", "team-a"]).await.expect_ok("approval");
+    let delivered = s.wait_read("late", ReadPhase::Delivered).await.unwrap();
+    let secret = delivered.status.unwrap().delivery_secret.unwrap();
+    s.kubectl("alice", &["get", "secret", &secret, "-n", "team-a"]).await.expect_ok("the sealed delivery exists");
+
+    // Nobody reveals it: after its minute the operator deletes the delivery.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let phase = s.reads().get("late").await.unwrap().status.and_then(|st| st.phase);
+        if phase == Some(ReadPhase::Expired) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {phase:?} after 90 s\n{}", s.logs());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    s.kubectl("alice", &["get", "secret", &secret, "-n", "team-a"]).await.expect_err("the delivery is gone");
+    let err = s
+        .kubectl("alice", &["sb", "reveal", "late", "--timeout", "5s", "-n", "team-a"])
+        .await
+        .expect_err("reveal after expiry");
+    assert!(err.to_lowercase().contains("expired"), "{err}");
+
+    s.assert_no_canary_in_control_plane(&[&canary], None);
+    s.stop().await.unwrap();
+}
