@@ -45,7 +45,7 @@ pub struct Event {
     pub kind: EventType,
     pub key: Key,
     pub object: Value,
-    /// The object before the change (for selector transitions in watches).
+    /// The object before the change (selector transitions in watches, past snapshots).
     pub old: Option<Value>,
 }
 
@@ -116,10 +116,11 @@ impl Store {
 
     /// Removes an object; the DELETED event carries the deletion's resourceVersion.
     pub fn remove(&mut self, key: &Key) -> Option<Value> {
-        let mut old = self.objects.remove(key)?;
+        let before = self.objects.remove(key)?;
+        let mut old = before.clone();
         self.rv += 1;
         set_rv(&mut old, self.rv);
-        self.record(EventType::Deleted, key.clone(), old.clone(), None);
+        self.record(EventType::Deleted, key.clone(), old.clone(), Some(before));
         Some(old)
     }
 
@@ -132,6 +133,38 @@ impl Store {
             }
         }
         let _ = self.tx.send(ev);
+    }
+
+    /// The objects of one resource as they were at resourceVersion `at`, rebuilt by undoing
+    /// later events; `None` if the history no longer reaches back that far.
+    pub fn list_at(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        at: u64,
+    ) -> Option<BTreeMap<Key, Value>> {
+        if at < self.compacted {
+            return None;
+        }
+        let mut map: BTreeMap<Key, Value> =
+            self.list(group, resource, namespace).map(|(k, v)| (k.clone(), v.clone())).collect();
+        for ev in self.history.iter().rev().take_while(|e| e.rv > at) {
+            let k = &ev.key;
+            if k.group != group || k.resource != resource || namespace.is_some_and(|ns| k.namespace != ns) {
+                continue;
+            }
+            match (&ev.kind, &ev.old) {
+                (EventType::Added, _) => {
+                    map.remove(k);
+                }
+                (_, Some(before)) => {
+                    map.insert(k.clone(), before.clone());
+                }
+                (_, None) => {}
+            }
+        }
+        Some(map)
     }
 
     /// Events after `rv` still in the history plus a receiver for later ones, taken

@@ -251,6 +251,22 @@ async fn label_and_field_selectors_and_pagination() {
     }
     assert_eq!(pages, 3);
     assert_eq!(seen, ["w0", "w1", "w2", "w3", "w4"]);
+    // Later pages show the list as of the first page, like etcd-backed pagination.
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let list_rv = first.metadata.resource_version.clone().unwrap();
+    api.delete("w4", &DeleteParams::default()).await.unwrap();
+    api.create(&PostParams::default(), &widget("w9", "red")).await.unwrap();
+    api.patch("w3", &PatchParams::default(), &Patch::Merge(json!({"spec": {"color": "blue"}}))).await.unwrap();
+    let rest = api
+        .list(&ListParams::default().limit(10).continue_token(first.metadata.continue_.as_deref().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(names(rest.clone()), ["w2", "w3", "w4"]);
+    assert_eq!(rest.items[1].spec.color, "red", "w3 as it was");
+    assert_eq!(rest.metadata.resource_version.as_deref(), Some(list_rv.as_str()));
+    let exact = ListParams::default().at(&list_rv).matching(kube::api::VersionMatch::Exact);
+    assert_eq!(api.list(&exact).await.unwrap().items.len(), 5, "resourceVersionMatch=Exact reads the past");
+    assert_eq!(api.list(&ListParams::default()).await.unwrap().items.len(), 5, "now: w4 gone, w9 new");
     let bad = ListParams::default().limit(2).continue_token("garbage");
     assert_eq!(api_error(api.list(&bad).await).0, 400);
 }

@@ -69,6 +69,7 @@ pub fn list(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> 
         _ => 0,
     };
     let inner = app.lock();
+    let current = inner.store.current_rv();
     let (list_rv, after) = match ctx.q("continue").filter(|c| !c.is_empty()) {
         Some(tok) => {
             let (rv, after) = decode_continue(tok).ok_or_else(|| {
@@ -76,20 +77,30 @@ pub fn list(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> 
                     "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
                 )
             })?;
-            if rv < inner.store.compacted_rv() {
-                return Err(ApiError::gone(
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
-                ));
-            }
             (rv, Some(after))
         }
-        None => (inner.store.current_rv(), None),
+        None if ctx.q("resourceVersionMatch") == Some("Exact") => {
+            let rv = ctx.q("resourceVersion").unwrap_or("");
+            let rv = rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+            (rv, None)
+        }
+        None => (current, None),
     };
     let ns = (rr.rt.namespaced && !rr.namespace.is_empty()).then_some(rr.namespace.as_str());
+    // Pages and exact reads are consistent: the list is rebuilt as of `list_rv`.
+    let snapshot = inner.store.list_at(&rr.rt.group, &rr.rt.plural, ns, list_rv.min(current)).ok_or_else(|| {
+        if after.is_some() {
+            ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+            )
+        } else {
+            ApiError::gone(format!("too old resource version: {list_rv} ({})", inner.store.compacted_rv() + 1))
+        }
+    })?;
     let mut items = Vec::new();
     let mut next = None;
     let mut remaining = 0usize;
-    for (k, obj) in inner.store.list(&rr.rt.group, &rr.rt.plural, ns) {
+    for (k, obj) in &snapshot {
         let pos = format!("{}/{}", k.namespace, k.name);
         if after.as_ref().is_some_and(|a| pos.as_str() <= a.as_str()) || !filter.matches(obj) {
             continue;
