@@ -238,8 +238,8 @@ async fn step(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
         &mut status.conditions,
         condition("Stale", phase == AgentPhase::Stale, ready_reason, ready_message, generation),
     );
-    let before = obj.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-    if before != phase {
+    let before = obj.status.as_ref().and_then(|s| s.phase);
+    if before != Some(phase) {
         ctx.audit(
             AuditEvent::now(OPERATOR_ACTOR, "agent.transition", audit_object(obj))
                 .outcome(format!("{phase:?}"), ready_reason),

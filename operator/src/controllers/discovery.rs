@@ -89,8 +89,8 @@ async fn write(
     reason: &str,
     message: String,
 ) -> Result<(), Error> {
-    let before = obj.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-    if before != phase || status.job_id != obj.status.as_ref().and_then(|s| s.job_id.clone()) {
+    let before = obj.status.as_ref().and_then(|s| s.phase);
+    if before != Some(phase) || status.job_id != obj.status.as_ref().and_then(|s| s.job_id.clone()) {
         ctx.audit(
             AuditEvent::now(OPERATOR_ACTOR, "discovery.transition", audit_object(obj))
                 .outcome(format!("{phase:?}"), format!("{reason}: {message}")),

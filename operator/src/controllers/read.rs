@@ -83,8 +83,9 @@ async fn transition(
     reason: &str,
     message: String,
 ) -> Result<(), Error> {
-    let from = obj.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-    if from != phase {
+    // No phase yet counts as a transition too: the creation is audited.
+    let from = obj.status.as_ref().and_then(|s| s.phase);
+    if from != Some(phase) {
         let outcome = format!("{phase:?}");
         ctx.audit(
             AuditEvent::now(OPERATOR_ACTOR, "read.transition", audit_object(obj))
