@@ -9,6 +9,12 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// A plain-HTTP client (reqwest needs a rustls provider installed even for http://).
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 const DOWN: &str = "is not reachable: start it with `scripts/services.sh up` (or `make services`)";
 
 /// OpenBao dev server.
@@ -25,7 +31,7 @@ impl Bao {
         Self {
             addr: env_or("SB_TEST_VAULT_ADDR", "http://127.0.0.1:18200"),
             token: env_or("SB_TEST_VAULT_TOKEN", "sb-dev-root"),
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 
@@ -86,7 +92,7 @@ pub struct Moto {
 impl Moto {
     /// `SB_TEST_AWS_ENDPOINT`, else the address `scripts/services.sh` uses.
     pub fn from_env() -> Self {
-        Self { endpoint: env_or("SB_TEST_AWS_ENDPOINT", "http://127.0.0.1:15000"), http: reqwest::Client::new() }
+        Self { endpoint: env_or("SB_TEST_AWS_ENDPOINT", "http://127.0.0.1:15000"), http: http_client() }
     }
 
     /// Fails with a pointer to `scripts/services.sh up` when moto is down.
