@@ -132,7 +132,7 @@ pub fn bootstrap_rbac() -> Vec<Value> {
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]})
     };
-    vec![
+    let mut out = vec![
         cr(
             "cluster-admin",
             json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
@@ -159,5 +159,7 @@ pub fn bootstrap_rbac() -> Vec<Value> {
         crb("system:discovery", "system:discovery", "system:authenticated"),
         crb("system:basic-user", "system:basic-user", "system:authenticated"),
         crb("system:public-info-viewer", "system:public-info-viewer", "system:authenticated"),
-    ]
+    ];
+    out.extend(crate::aggregate::bootstrap_roles());
+    out
 }

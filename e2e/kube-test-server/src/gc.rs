@@ -1,6 +1,6 @@
-//! The controllers the real control plane runs for deletion: the garbage collector
-//! (ownerReferences with background, foreground and orphan propagation) and the namespace
-//! controller (a terminating namespace empties, then disappears).
+//! The controllers the real control plane runs in the background: the garbage collector
+//! (ownerReferences with background, foreground and orphan propagation), the namespace
+//! controller (a terminating namespace empties, then disappears) and ClusterRole aggregation.
 
 use crate::handlers::delete::{self, Outcome};
 use crate::meta;
@@ -21,7 +21,8 @@ pub async fn run(app: Arc<App>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut inner = app.lock();
         for _ in 0..20 {
-            if !sweep(&app, &mut inner) {
+            let aggregated = crate::aggregate::sweep(&mut inner);
+            if !sweep(&app, &mut inner) && !aggregated {
                 break;
             }
         }

@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aggregate;
 pub mod auth;
 pub mod builtin;
 pub mod crd;

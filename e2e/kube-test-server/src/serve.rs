@@ -122,6 +122,7 @@ impl TestServer {
             bookmark_interval: config.bookmark_interval,
             gc_wake: tokio::sync::Notify::new(),
         });
+        crate::aggregate::sweep(&mut app.lock());
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config);

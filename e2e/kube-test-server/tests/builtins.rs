@@ -186,3 +186,31 @@ async fn event_recorder_secret_decoding_and_builtin_tables() {
     assert_eq!(header, ["NAME", "ROLE", "AGE"], "{table}");
     assert!(table.contains("Role/role-manager"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aggregated_cluster_roles_pick_up_labelled_roles() {
+    let s = server_with_widgets().await;
+    s.apply_yaml_as_admin(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: bob-edits, namespace: team-a}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}\nsubjects:\n- {apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}\n",
+    )
+    .await
+    .unwrap();
+    kubectl_ok(&s, "bob", &["get", "configmaps", "-n", "team-a"]);
+    kubectl_err(&s, "bob", &["get", "widgets", "-n", "team-a"]);
+    s.apply_yaml_as_admin(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: widget-editor\n  labels: {rbac.authorization.k8s.io/aggregate-to-edit: \"true\"}\nrules:\n- {apiGroups: [example.com], resources: [widgets], verbs: [get, list, watch, create]}\n",
+    )
+    .await
+    .unwrap();
+    let mut ok = false;
+    for _ in 0..30 {
+        if kubectl(&s, "bob", &["get", "widgets", "-n", "team-a"]).status.success() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "edit aggregates the widget-editor rules");
+    let admin_rules = kubectl_ok(&s, "admin", &["get", "clusterrole", "admin", "-o", "jsonpath={.rules[*].resources}"]);
+    assert!(admin_rules.contains("widgets"), "admin aggregates edit: {admin_rules}");
+}

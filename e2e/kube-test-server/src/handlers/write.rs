@@ -225,6 +225,9 @@ pub fn commit(
         if rr.rt.group == "apiextensions.k8s.io" {
             crd::register(inner, &stored);
         }
+        if rr.rt.plural == "clusterroles" {
+            app.gc_wake.notify_one();
+        }
         stored
     };
     Ok(Committed { object, warnings })
