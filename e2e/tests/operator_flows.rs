@@ -281,3 +281,58 @@ spec:
     assert!(status.conditions.iter().any(|c| c.reason == "ApprovalWindowExpired"), "{status:?}");
     assert!(s.agent.claim(1).await.unwrap().is_empty(), "an expired request must not produce a job");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_discovery_runs_again_and_marks_vanished_entries_missing() {
+    let s = Scenario::start().await.unwrap();
+    let job_yaml = r#"
+apiVersion: secrets-bridge.io/v1alpha1
+kind: DiscoveryJob
+metadata: {name: every-few-seconds, namespace: team-a}
+spec:
+  agent: edge
+  provider: vault
+  scope: {pathPrefix: team-a/}
+  schedule: {every: 3s}
+"#;
+    s.kubectl("admin", &["apply", "-f", "-"], Some(job_yaml)).await.expect_ok("scheduled discovery job");
+    let entry = |reference: &str| CatalogEntry { reference: reference.into(), labels: BTreeMap::new(), version: None };
+    let jobs_api: Api<DiscoveryJob> = Api::namespaced(s.admin.clone(), "team-a");
+    let mut first_job = String::new();
+    for (run, refs) in [(1, vec!["team-a/db", "team-a/api"]), (2, vec!["team-a/db"])] {
+        // Each run is a new job; claim with a long-poll that outlasts the interval.
+        let claimed = s.agent.claim(10).await.unwrap();
+        assert_eq!(claimed.len(), 1, "run {run}: {claimed:?}\n{}", s.operator.logs());
+        assert_ne!(claimed[0].job_id, first_job, "run {run} must be a new job");
+        first_job = claimed[0].job_id.clone();
+        let entries: Vec<CatalogEntry> = refs.iter().map(|r| entry(r)).collect();
+        let total = entries.len() as u64;
+        let page = CatalogPage { lease_token: claimed[0].lease_token.clone(), page: 0, entries };
+        s.agent.catalog_page(&claimed[0], page).await.unwrap();
+        let done = JobOutcome::Succeeded(JobResult::Discover { pages: 1, total, complete: true });
+        s.agent.complete(&claimed[0], done).await.unwrap();
+        let job_id = claimed[0].job_id.clone();
+        s.wait(&jobs_api, "every-few-seconds", "the run's counts", |j| {
+            j.status.as_ref().is_some_and(|st| {
+                st.job_id.as_deref() == Some(job_id.as_str()) && st.phase == Some(DiscoveryPhase::Succeeded)
+            })
+        })
+        .await
+        .unwrap();
+    }
+    let status = jobs_api.get("every-few-seconds").await.unwrap().status.unwrap();
+    let counts = status.counts.unwrap();
+    assert_eq!((counts.added, counts.updated, counts.missing, counts.total), (0, 1, 1, 1));
+    assert!(status.next_run_at.is_some() && status.last_run_at.is_some());
+    let catalog: Api<DiscoveredSecret> = Api::namespaced(s.admin.clone(), "team-a");
+    let phases: BTreeMap<String, Option<CatalogPhase>> = catalog
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|d| (d.spec.reference.clone(), d.status.and_then(|st| st.phase)))
+        .collect();
+    assert_eq!(phases["team-a/db"], Some(CatalogPhase::Present));
+    assert_eq!(phases["team-a/api"], Some(CatalogPhase::Missing));
+}
