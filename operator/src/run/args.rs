@@ -2,6 +2,8 @@
 
 use crate::kms::KeyManagerConfig;
 use std::net::SocketAddr;
+#[cfg(test)]
+use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -154,5 +156,53 @@ impl RunArgs {
     /// Whether to elect a leader before reconciling.
     pub fn elect_leader(&self) -> bool {
         self.leader_election || self.replicas > 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::path::Path;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn parse(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["sb-operator"];
+        argv.extend_from_slice(extra);
+        Wrapper::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn defaults_put_the_store_and_key_in_the_data_dir_and_serve_the_in_cluster_name() {
+        let args = parse(&["--data-dir", "/data"]);
+        assert_eq!(args.namespace, "secrets-bridge");
+        assert_eq!(args.database_url(), "sqlite:///data/sb.db?mode=rwc");
+        assert!(
+            matches!(args.kms_config(), KeyManagerConfig::Local { key_file } if key_file == Path::new("/data/kek.bin"))
+        );
+        assert_eq!(args.agent_api_endpoint(), "https://sb-operator.secrets-bridge.svc:8443");
+        assert_eq!(args.approval_window, Duration::from_secs(24 * 3600));
+        assert!(!args.elect_leader());
+        assert!(parse(&["--replicas", "2"]).elect_leader(), "several replicas need a leader");
+    }
+
+    #[test]
+    fn the_serving_certificate_covers_the_endpoint_agents_are_told() {
+        let args = parse(&["--agent-api-endpoint", "https://sb.example.com:443"]);
+        assert!(args.tls_names().contains(&"sb.example.com".to_owned()));
+        let args = parse(&["--agent-api-endpoint", "https://10.0.0.7:8443"]);
+        assert!(args.tls_names().contains(&"10.0.0.7".to_owned()));
+    }
+
+    #[test]
+    fn durations_take_a_unit_and_refuse_anything_else() {
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("1d").unwrap_err().contains("30s, 15m or 24h"));
+        assert!(Wrapper::try_parse_from(["sb-operator", "--approval-window", "soon"]).is_err());
     }
 }
