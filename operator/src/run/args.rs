@@ -2,8 +2,6 @@
 
 use crate::kms::KeyManagerConfig;
 use std::net::SocketAddr;
-#[cfg(test)]
-use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
