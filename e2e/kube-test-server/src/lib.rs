@@ -13,6 +13,7 @@
 pub mod aggregate;
 pub mod auth;
 pub mod builtin;
+pub mod canary;
 pub mod crd;
 pub mod discovery;
 pub mod escalation;

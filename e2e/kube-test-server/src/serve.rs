@@ -209,9 +209,17 @@ impl TestServer {
         Ok(kube::Client::try_from(cfg)?)
     }
 
-    /// Every stored object (for checks such as "no plaintext secret anywhere").
+    /// Every stored object. For "no plaintext anywhere" checks prefer [`Self::find_plaintext`],
+    /// which also looks inside base64 and past versions.
     pub fn dump_all(&self) -> Vec<Value> {
         self.app.lock().store.all().map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Where `needle` is stored, in any object or past version still in the watch history,
+    /// also inside base64 strings (Secret data). Empty means the plaintext never reached the
+    /// API server's storage: the canary check.
+    pub fn find_plaintext(&self, needle: &str) -> Vec<String> {
+        crate::canary::find(&self.app.lock().store, needle)
     }
 
     /// Server-side applies every document of a YAML string or file as `admin`.

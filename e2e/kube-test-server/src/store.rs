@@ -100,6 +100,11 @@ impl Store {
         })
     }
 
+    /// Past events still kept for watch resumption, oldest first.
+    pub fn history(&self) -> impl Iterator<Item = &Arc<Event>> {
+        self.history.iter()
+    }
+
     pub fn all(&self) -> impl Iterator<Item = (&Key, &Value)> {
         self.objects.iter()
     }

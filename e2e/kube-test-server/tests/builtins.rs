@@ -214,3 +214,20 @@ async fn aggregated_cluster_roles_pick_up_labelled_roles() {
     let admin_rules = kubectl_ok(&s, "admin", &["get", "clusterrole", "admin", "-o", "jsonpath={.rules[*].resources}"]);
     assert!(admin_rules.contains("widgets"), "admin aggregates edit: {admin_rules}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn find_plaintext_sees_base64_secret_data_and_past_versions() {
+    let s = server().await;
+    let secrets: Api<Secret> = Api::namespaced(s.client_as("admin").await.unwrap(), "default");
+    assert!(s.find_plaintext("canary-8f2d").is_empty());
+    let sec: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "leak"}, "stringData": {"v": "xx canary-8f2d xx"}}))
+            .unwrap();
+    secrets.create(&PostParams::default(), &sec).await.unwrap();
+    let hits = s.find_plaintext("canary-8f2d");
+    assert!(hits.iter().any(|h| h.starts_with("secrets/default/leak data.v (base64-decoded)")), "{hits:?}");
+    // Overwritten, the old version is still in the history (as in etcd before compaction).
+    secrets.patch("leak", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "b2s="}}))).await.unwrap();
+    let hits = s.find_plaintext("canary-8f2d");
+    assert!(!hits.is_empty() && hits.iter().all(|h| h.contains("(history rv")), "{hits:?}");
+}
