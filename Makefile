@@ -42,8 +42,9 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 .PHONY: crdgen
-crdgen: ## Regenerate crds/ from the Rust types in core/src/crd
+crdgen: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types in core/src/crd
 	$(CARGO) run --quiet -p sb-operator -- crdgen --out crds
+	$(CARGO) run --quiet -p sb-operator -- crdgen --out charts/secrets-bridge/crds
 
 .PHONY: e2e
 e2e: tools build ## Only the end-to-end scenarios (Kubernetes API test server, real kubectl)
@@ -61,5 +62,9 @@ install: ## Install the kubectl plugin: kubectl-sb and kubectl-approve into $(PR
 	@echo "installed: kubectl sb ... and kubectl approve ... (from $(PREFIX)/bin)"
 
 .PHONY: demo
-demo: ## The read → approve → reveal and patch flows, locally (arrives with the plugin issue)
-	@echo "make demo: not yet — the walkthrough arrives with the kubectl plugin issue (#6)."
+demo: ## The read → approve → reveal, patch and discovery flows as a tutorial (starts and stops everything)
+	@scripts/demo.sh
+
+.PHONY: demo-commands
+demo-commands: ## The demo's walkthrough as commands for a real cluster (KUBECONFIG), starting nothing
+	@scripts/demo.sh --print-commands

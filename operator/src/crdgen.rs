@@ -6,7 +6,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use std::path::{Path, PathBuf};
 
 /// The command that regenerates `crds/`; printed when they are stale.
-pub const REGENERATE_COMMAND: &str = "make crdgen   (or: cargo run -p sb-operator -- crdgen --out crds)";
+pub const REGENERATE_COMMAND: &str = "make crdgen   (writes crds/ and charts/secrets-bridge/crds/)";
 
 /// Why the CRDs could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,10 @@
+{{- define "sb.labels" -}}
+app.kubernetes.io/name: sb-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: secrets-bridge
+{{- end }}
+{{- define "sb.selector" -}}
+app.kubernetes.io/name: sb-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
