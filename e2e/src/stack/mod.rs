@@ -45,6 +45,8 @@ pub struct StackOptions {
     pub job_lease: Option<String>,
     /// Where the agent reaches AWS; moto when `None` (a proxy in front of moto for fault tests).
     pub aws_endpoint: Option<String>,
+    /// The provider prefix; `sb-e2e-<random>/` when `None`.
+    pub prefix: Option<String>,
 }
 
 /// A running stack.
@@ -75,7 +77,7 @@ impl Stack {
         let moto = Moto::from_env();
         bao.ping().await?;
         moto.ping().await?;
-        let prefix = format!("sb-e2e-{}/", random_suffix());
+        let prefix = options.prefix.clone().unwrap_or_else(|| format!("sb-e2e-{}/", random_suffix()));
 
         let cluster = Cluster::start(USERS).await?;
         cluster.apply_repo_path("crds").await?;

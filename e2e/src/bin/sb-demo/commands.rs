@@ -1,0 +1,37 @@
+//! The walkthrough as commands for a real cluster (`sb-demo --print-commands`).
+
+pub const SCRIPT: &str = r#"# Secrets Bridge on a real cluster: the walkthrough of `make demo`, as commands.
+# Prerequisites: KUBECONFIG points at the cluster; the CRDs (crds/), roles and admission
+# policies (charts/secrets-bridge/files/) are installed; sb-operator runs; an agent is
+# registered (examples/agentregistration.yaml: agent `edge`, providers `vault` and `aws`) and
+# Ready; the plugin is on PATH (`make install`: kubectl-sb and kubectl-approve).
+# Replace team-a, edge/vault:team-a/db and edge/aws:prod/team-a-api with your own.
+
+kubectl get agentregistrations                       # edge: Ready, with a sealing key
+
+# 1. Read with someone else's approval (requester: role secrets-bridge-requester)
+kubectl sb read edge/vault:team-a/db --key password --reason "INC-4211: rotate the reporting job" --name db-password -n team-a
+kubectl sb status -n team-a                                                # approver: what is pending
+kubectl approve srr/db-password --reason "matches INC-4211" -n team-a       # approver (not the requester)
+kubectl get secretreadrequests -n team-a                                   # db-password: Delivered
+kubectl sb reveal db-password -n team-a                                    # requester: prints password='...' once
+kubectl sb reveal db-password -n team-a                                    # refused: already revealed
+
+# 2. Change a secret; keys you do not name stay as they are
+openssl rand -base64 24 > new-password.txt
+kubectl sb patch edge/vault:team-a/db password=@new-password.txt --reason "quarterly rotation" --name rotate-db -n team-a
+kubectl approve sp/rotate-db --reason "rotation ticket OPS-7" -n team-a
+kubectl get secretpatches -n team-a                                        # rotate-db: Executed, with the provider version
+
+# 3. The same as a manifest in git (ciphertext only; bound to its name and namespace)
+kubectl sb patch edge/aws:prod/team-a-api api_key=@api-key.txt --reason "rotate the API key" \
+  --name rotate-api -n team-a --dry-run -o yaml > rotate-api.yaml
+git add rotate-api.yaml && git commit -m "Rotate the payments API key"    # or: kubectl apply -f rotate-api.yaml
+kubectl sb approve sp/rotate-api --reason ok -n team-a                     # ArgoCD applied it (examples/argocd-application.yaml)
+kubectl sb status sp/rotate-api -n team-a
+
+# 4. Discover what exists (names and labels only, never values)
+kubectl sb discover edge/vault --prefix team-a/ --name catalog-vault -n team-a   # or examples/discoveryjob.yaml
+kubectl get discoveredsecrets -n team-a -l catalog.secrets-bridge.io/owner=payments
+kubectl sb catalog -l owner=payments -n team-a
+"#;
