@@ -25,6 +25,7 @@ pub mod meta;
 pub mod openapi;
 pub mod protobuf;
 pub mod registry;
+pub mod rules_review;
 pub mod selectors;
 pub mod server;
 pub mod status;

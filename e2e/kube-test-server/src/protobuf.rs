@@ -1,6 +1,6 @@
 //! kubectl's typed clients (`auth can-i`, `auth whoami`) send `application/vnd.kubernetes.protobuf`
 //! bodies. The answer may be JSON (they accept both), so only request decoding is needed, and
-//! only for what kubectl creates this way: access reviews, Secret, ConfigMap, Namespace,
+//! only for what kubectl creates this way: access and rules reviews, Secret, ConfigMap, Namespace,
 //! ServiceAccount. Other protobuf bodies answer 415 (documented gap).
 
 use prost::Message;
@@ -181,9 +181,31 @@ pub fn is_protobuf(content_type: &str) -> bool {
     content_type.starts_with("application/vnd.kubernetes.protobuf")
 }
 
+#[derive(Clone, PartialEq, Message)]
+struct RulesReviewSpec {
+    #[prost(string, tag = "1")]
+    namespace: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct RulesReview {
+    #[prost(message, optional, tag = "2")]
+    spec: Option<RulesReviewSpec>,
+}
+
 /// Decodes a protobuf request body into its JSON form; None for kinds not covered.
 pub fn decode(body: &[u8]) -> Option<Value> {
-    decode_builtin(body).or_else(|| decode_review(body))
+    decode_builtin(body).or_else(|| decode_rules_review(body)).or_else(|| decode_review(body))
+}
+
+fn decode_rules_review(body: &[u8]) -> Option<Value> {
+    let env = Unknown::decode(body.strip_prefix(b"k8s\0")?).ok()?;
+    let tm = env.type_meta?;
+    if tm.kind != "SelfSubjectRulesReview" {
+        return None;
+    }
+    let spec = RulesReview::decode(env.raw.as_slice()).ok()?.spec.unwrap_or_default();
+    Some(json!({"apiVersion": tm.api_version, "kind": tm.kind, "metadata": {}, "spec": {"namespace": spec.namespace}}))
 }
 
 /// Decodes a protobuf access review into its JSON form; None if it is anything else.

@@ -174,6 +174,8 @@ pub fn builtins() -> Vec<ResourceType> {
             false,
         )
         .review(),
+        ResourceType::builtin("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", false)
+            .review(),
         ResourceType::builtin(
             "authorization.k8s.io",
             "v1",

@@ -167,6 +167,10 @@ async fn kubectl_auth_can_i_follows_stored_rbac() {
     assert_eq!(can("bob", "team-a"), "yes");
     assert!(can("bob", "team-b").starts_with("no"));
     assert!(can("alice", "team-a").starts_with("no"));
+    let list = kubectl_ok(&s, "bob", &["auth", "can-i", "--list", "-n", "team-a"]);
+    let row = list.lines().find(|l| l.starts_with("secretreadrequests.secrets-bridge.io")).unwrap_or_default();
+    assert!(row.contains("approve"), "can-i --list shows the role's verbs: {list}");
+    assert!(list.contains("selfsubjectaccessreviews.authorization.k8s.io"), "{list}");
     // The same RBAC now lets bob list them in team-a, and nowhere else.
     kubectl_ok(&s, "bob", &["get", "secretreadrequests", "-n", "team-a"]);
     kubectl_err(&s, "bob", &["get", "secretreadrequests", "-n", "team-b"]);

@@ -1,6 +1,6 @@
 //! SubjectAccessReview, LocalSubjectAccessReview, SelfSubjectAccessReview (what
-//! `kubectl auth can-i` posts) and SelfSubjectReview (`kubectl auth whoami`), answered from
-//! the same RBAC as every request.
+//! `kubectl auth can-i` posts), SelfSubjectRulesReview (`can-i --list`) and
+//! SelfSubjectReview (`kubectl auth whoami`), answered from the same RBAC as every request.
 
 use super::{for_version, parse_body};
 use crate::auth;
@@ -46,6 +46,11 @@ pub fn create(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response
         return Ok(json_response(StatusCode::CREATED, &for_version(body, rr)));
     }
     let spec = body.get("spec").cloned().unwrap_or(json!({}));
+    if rr.rt.kind == "SelfSubjectRulesReview" {
+        let ns = spec["namespace"].as_str().unwrap_or("");
+        body["status"] = crate::rules_review::status(&app.lock().store, &ctx.user, ns);
+        return Ok(json_response(StatusCode::CREATED, &for_version(body, rr)));
+    }
     let user = if rr.rt.kind == "SelfSubjectAccessReview" {
         ctx.user.clone()
     } else {
