@@ -156,6 +156,14 @@ pub fn validate(rr: &ResourceReq, obj: &Value, old: Option<&Value>) -> Vec<Field
             }
         }
     }
+    let annotation_bytes: usize = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum())
+        .unwrap_or(0);
+    if annotation_bytes > 256 * 1024 {
+        errs.push(field_error("FieldValueTooLong", "metadata.annotations", "Too long: must have at most 262144 bytes"));
+    }
     let Some(old) = old else { return errs };
     match (rr.rt.group.as_str(), rr.rt.plural.as_str()) {
         ("", "secrets" | "configmaps") if old["immutable"] == json!(true) && rr.subresource.is_empty() => {

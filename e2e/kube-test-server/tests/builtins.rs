@@ -231,3 +231,28 @@ async fn find_plaintext_sees_base64_secret_data_and_past_versions() {
     let hits = s.find_plaintext("canary-8f2d");
     assert!(!hits.is_empty() && hits.iter().all(|h| h.contains("(history rv")), "{hits:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_bodies_and_annotations_are_refused() {
+    let s = server().await;
+    let cms: Api<ConfigMap> = Api::namespaced(s.client_as("admin").await.unwrap(), "default");
+    let big = "x".repeat(300 * 1024);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("a".into()),
+            annotations: Some([("k".to_string(), big.clone())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (code, _, msg) = api_error(cms.create(&PostParams::default(), &cm).await);
+    assert_eq!(code, 422);
+    assert!(msg.contains("metadata.annotations: Too long: must have at most 262144 bytes"), "{msg}");
+    let huge = ConfigMap {
+        metadata: ObjectMeta { name: Some("b".into()), ..Default::default() },
+        data: Some([("k".to_string(), "y".repeat(4 << 20))].into()),
+        ..Default::default()
+    };
+    let (code, reason, _) = api_error(cms.create(&PostParams::default(), &huge).await);
+    assert_eq!((code, reason.as_str()), (413, "RequestEntityTooLarge"));
+}
