@@ -10,6 +10,7 @@
 mod agent;
 mod binaries;
 pub mod canary;
+pub mod example;
 mod manifests;
 pub mod pg;
 mod phases;

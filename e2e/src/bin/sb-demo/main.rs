@@ -18,11 +18,21 @@ use std::process::ExitCode;
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: sb-demo [--print-commands]\n\n{}", HELP);
+        println!("usage: sb-demo [--print-commands | --seal-example]\n\n{}", HELP);
         return ExitCode::SUCCESS;
     }
     if args.iter().any(|a| a == "--print-commands") {
         print!("{}", commands::SCRIPT);
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--seal-example") {
+        match sb_e2e::stack::example::secretpatch_yaml() {
+            Ok(yaml) => print!("{yaml}"),
+            Err(e) => {
+                eprintln!("sb-demo: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
         return ExitCode::SUCCESS;
     }
     if let Some(other) = args.first() {

@@ -1,0 +1,72 @@
+//! The sealed value of `examples/secretpatch.yaml`: sealed to the **demo** agent key, the key
+//! an agent derives from the published secret [`DEMO_AGENT_SECRET`]. Anyone can open it, so it
+//! shows the shape of a committed patch and nothing more; `kubectl sb patch --dry-run -o yaml`
+//! seals to your own agent's key. `sb-demo --seal-example` regenerates the file.
+
+use sb_core::binding::patch_aad;
+use sb_core::crd::{SecretPatch, TargetRef};
+use sb_core::seal::{KeyPair, Purpose, SecretValue, derive_agent_keypair, open, seal};
+
+/// The published demo agent secret (never an agent's real credential).
+pub const DEMO_AGENT_SECRET: &str = "secrets-bridge-demo-agent-secret-never-use-in-production";
+/// What `examples/secretpatch.yaml` sets `password` to.
+pub const DEMO_VALUE: &str = "correct-horse-battery-staple";
+
+/// The demo agent's sealing key pair.
+pub fn demo_keypair() -> KeyPair {
+    derive_agent_keypair(DEMO_AGENT_SECRET.as_bytes())
+}
+
+fn target() -> TargetRef {
+    TargetRef { agent: "edge".into(), provider: "vault".into(), reference: "team-a/db".into(), keys: vec![] }
+}
+
+/// The whole of `examples/secretpatch.yaml`, with a fresh seal of [`DEMO_VALUE`].
+pub fn secretpatch_yaml() -> anyhow::Result<String> {
+    let aad = patch_aad("team-a", "rotate-db-password", &target(), "password");
+    let envelope = seal(&demo_keypair().public, Purpose::PatchValue, &aad, &SecretValue::new(DEMO_VALUE.into()))?;
+    let sealed = serde_yaml::to_string(&envelope)?;
+    let sealed: String = sealed.lines().map(|l| format!("      {l}\n")).collect();
+    Ok(format!(
+        r#"# A patch as it is committed to git: the new password is sealed to the agent's published key
+# (AgentRegistration edge, status.sealingPublicKey) and bound to this namespace/name, target and
+# key, so the manifest is safe in a repository and useless under another name. ArgoCD (see
+# argocd-application.yaml) or `kubectl apply -f` creates it as the requester; an approver runs
+# `kubectl approve sp/rotate-db-password -n team-a`; the agent merges the value into team-a/db,
+# keeping the other keys. Write your own with:
+#   kubectl sb patch edge/vault:team-a/db password=@new-password.txt --name rotate-db-password \
+#     -n team-a --reason "..." --dry-run -o yaml > rotate-db-password.yaml
+# This file's value is sealed to the *demo* agent key (derived from the published secret in
+# e2e/src/stack/example.rs) and opens to "{DEMO_VALUE}"; regenerate it with
+# `cargo run -p sb-e2e --bin sb-demo -- --seal-example > examples/secretpatch.yaml`.
+apiVersion: secrets-bridge.io/v1alpha1
+kind: SecretPatch
+metadata:
+  name: rotate-db-password
+  namespace: team-a
+spec:
+  target:
+    agent: edge
+    provider: vault
+    ref: team-a/db
+  justification: Quarterly rotation of the reporting database password (OPS-7).
+  requester: alice
+  values:
+    password:
+{sealed}  observe:
+    applications:
+      - name: payments
+        namespace: argocd
+    timeoutSeconds: 600
+"#
+    ))
+}
+
+/// Opens the `password` of a SecretPatch sealed to the demo key, checking the binding.
+pub fn open_example(patch: &SecretPatch) -> anyhow::Result<String> {
+    let name = patch.metadata.name.as_deref().unwrap_or_default();
+    let namespace = patch.metadata.namespace.as_deref().unwrap_or_default();
+    let aad = patch_aad(namespace, name, &patch.spec.target, "password");
+    let value = open(&demo_keypair(), Purpose::PatchValue, &aad, &patch.spec.values["password"])?;
+    Ok(value.expose_str()?.to_owned())
+}
