@@ -169,3 +169,29 @@ async fn an_operator_killed_between_approval_and_claim_resumes_with_exactly_one_
     let after = api.get("crash").await.unwrap();
     assert_eq!(after.status.unwrap().job_id.as_deref(), Some(job_id.as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_rechecks_approvals_even_when_the_admission_policy_is_missing() {
+    let s = Scenario::start().await.unwrap();
+    // Without the binding, the API server lets any status editor append any entry.
+    s.kubectl("admin", &["delete", "validatingadmissionpolicybinding", "secrets-bridge-approvals"], None)
+        .await
+        .expect_ok("removing the approval policy binding");
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    create_pending(&s, "unguarded", "team-a/db", &KeyPair::generate()).await;
+    s.decide("alice", "srr", "unguarded", "Approve", false).await.expect_ok("alice's self-approval gets in");
+    s.decide("mallory", "srr", "unguarded", "Approve", true).await.expect_ok("mallory's approval gets in");
+    let judged = s
+        .wait(&api, "unguarded", "both approvals judged and ignored", |r| {
+            r.status
+                .as_ref()
+                .and_then(|st| st.message.as_deref())
+                .is_some_and(|m| m.contains("alice (SelfApproval)") && m.contains("mallory (NotAuthorized)"))
+        })
+        .await
+        .unwrap();
+    let status = judged.status.unwrap();
+    assert_eq!(status.phase, Some(ReadPhase::Pending), "{status:?}");
+    assert_eq!(status.approval_summary.as_deref(), Some("0/1"));
+    assert!(s.agent.claim(1).await.unwrap().is_empty(), "ignored approvals must not produce a job");
+}
