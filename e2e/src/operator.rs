@@ -72,6 +72,11 @@ impl Operator {
         format!("https://127.0.0.1:{}", self.api_port)
     }
 
+    /// The metrics and health server.
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.metrics_port)
+    }
+
     fn log_path(&self, start: u32) -> PathBuf {
         self.data_dir.path().join(format!("operator-{start}.log"))
     }

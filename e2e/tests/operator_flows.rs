@@ -211,6 +211,12 @@ async fn with_leader_election_the_operator_holds_a_lease_and_stops_cleanly_on_si
         .unwrap();
     assert_eq!(lease.spec.unwrap().lease_duration_seconds, Some(15));
     // The elected replica reconciles: the agent's identity exists (Scenario::start waited for it).
+    let http = reqwest::Client::new();
+    let metrics = http.get(format!("{}/metrics", s.operator.metrics_url())).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sb_operator_controller_reconcile_duration_seconds"), "{metrics}");
+    assert!(metrics.contains("sb_operator_agent_api_requests"), "{metrics}");
+    let health = http.get(format!("{}/healthz", s.operator.metrics_url())).send().await.unwrap();
+    assert!(health.status().is_success());
     assert!(
         s.operator.terminate(std::time::Duration::from_secs(15)).unwrap(),
         "SIGTERM must end the process cleanly\n{}",

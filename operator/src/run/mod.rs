@@ -3,17 +3,18 @@
 
 mod args;
 mod leader;
+mod ops;
 mod tls_secret;
 
 pub use args::{KmsKind, RunArgs, parse_duration};
 pub use leader::LEASE_NAME;
+pub use ops::ops_router;
 pub use tls_secret::TlsSecretError;
 
 use crate::api::{self, ApiConfig, ApiState};
 use crate::controllers::{self, Context, ControllerConfig, ControllerMetrics};
 use crate::store::{Store, StoreOptions};
 use anyhow::Context as _;
-use axum::routing::get;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -86,14 +87,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
 
     let controller_metrics = Arc::new(ControllerMetrics::default());
-    let exposed = controller_metrics.clone();
-    let ops = api::ops_router(store.clone(), api_metrics).route(
-        "/metrics/controllers",
-        get(move || {
-            let m = exposed.clone();
-            async move { m.encode() }
-        }),
-    );
+    let ops = ops::ops_router(store.clone(), api_metrics, controller_metrics.clone());
     let ops_listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("binding metrics on {}", args.metrics_listen))?;
