@@ -63,6 +63,16 @@ async fn a_read_approved_by_someone_else_is_revealed_once() {
     assert!(err.contains("already revealed") || err.contains("revealed"), "{err}");
     s.wait_read("db", ReadPhase::Revealed).await.unwrap();
 
+    // The check itself finds what is there: a control canary put into a Secret on purpose.
+    let control = new_canary();
+    s.kubectl(
+        "admin",
+        &["create", "secret", "generic", "control", "-n", "team-a", &format!("--from-literal=v={control}")],
+    )
+    .await
+    .expect_ok("control Secret");
+    let found = s.control_plane_sightings(&[&control], None).0;
+    assert!(found.iter().any(|f| f.contains("API server")), "the canary check is blind: {found:?}");
     s.assert_no_canary_in_control_plane(&[&canary], None);
     s.stop().await.unwrap();
 }

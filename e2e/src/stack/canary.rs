@@ -45,6 +45,13 @@ impl Stack {
         found.look("the agent's logs", self.agent.logs().as_bytes(), canaries);
         let objects = serde_json::to_vec(&self.cluster.server.dump_all()).unwrap_or_default();
         found.look("an object of the API server", &objects, canaries);
+        // Secret data is base64 and old versions linger in history: the server's own search
+        // looks through both.
+        for canary in canaries {
+            for place in self.cluster.server.find_plaintext(canary) {
+                found.0.push(format!("{canary} in the API server: {place}"));
+            }
+        }
         found
     }
 

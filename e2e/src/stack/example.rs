@@ -53,12 +53,7 @@ spec:
   requester: alice
   values:
     password:
-{sealed}  observe:
-    applications:
-      - name: payments
-        namespace: argocd
-    timeoutSeconds: 600
-"#
+{sealed}"#
     ))
 }
 
