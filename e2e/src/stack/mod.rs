@@ -169,6 +169,15 @@ impl Stack {
     }
 }
 
+impl Drop for Stack {
+    /// A failed assertion shows what the processes said (their logs vanish with the stack).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- logs of the failed stack (provider prefix {}) ---\n{}", self.prefix, self.logs());
+        }
+    }
+}
+
 /// Waits up to [`WAIT`] for `name` to exist and satisfy `pred`.
 pub async fn wait_until<K>(
     api: &Api<K>,
