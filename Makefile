@@ -47,7 +47,7 @@ crdgen: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types in c
 	$(CARGO) run --quiet -p sb-operator -- crdgen --out charts/secrets-bridge/crds
 
 .PHONY: e2e
-e2e: tools build ## Only the end-to-end scenarios (Kubernetes API test server, real kubectl)
+e2e: tools services build ## Only the end-to-end scenarios (real processes, OpenBao, moto, PostgreSQL, real kubectl)
 	$(CARGO) nextest run -p sb-e2e -p kube-test-server --no-fail-fast
 
 # Where `make install` puts the kubectl plugin; kubectl finds plugins on PATH.
