@@ -118,12 +118,14 @@ pub async fn dispatch(app: Arc<App>, req: Request<Body>) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
-    // The real server refuses request bodies over 3 MiB before decoding them.
-    let Ok(body) = axum::body::to_bytes(body, 3 << 20).await else {
+    // The real server refuses request bodies over 3 MiB before decoding them. The body is
+    // still read to the end (up to 64 MiB) so the client reliably gets the 413, not a reset.
+    let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+    if body.len() > 3 << 20 {
         tracing::info!(%method, %path, status = 413, "request");
         return ApiError::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
             .into_response();
-    };
+    }
     let auth_header = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let user = app.users.read().unwrap_or_else(|e| e.into_inner()).authenticate(auth_header);
     let Some(user) = user else {

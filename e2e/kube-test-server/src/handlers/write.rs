@@ -84,7 +84,7 @@ fn check_identity(rr: &ResourceReq, obj: &mut Value, creating: bool) -> ApiResul
     };
     let want = rr.rt.api_version(&rr.version);
     match o.get("apiVersion").and_then(Value::as_str) {
-        Some(av) if av != want && !rr.rt.versions.iter().any(|v| rr.rt.api_version(v) == av) => {
+        Some(av) if av != want => {
             return Err(ApiError::bad_request(format!(
                 "the API version in the data ({av}) does not match the expected API version ({want})"
             )));
