@@ -20,6 +20,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        // Logs go to stderr: stdout carries only the bound address, for scripts.
+        .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let mut config = Config { listen: args.listen, ..Config::default() };
