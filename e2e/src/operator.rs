@@ -84,6 +84,12 @@ impl Operator {
     async fn spawn(&mut self) -> anyhow::Result<()> {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts))?;
+        // Scenario flags override these defaults (clap refuses a flag given twice).
+        let defaults: Vec<&str> = [["--poll-interval", "1s"], ["--crd-wait", "30s"]]
+            .into_iter()
+            .filter(|[flag, _]| !self.extra_args.iter().any(|a| a == flag))
+            .flatten()
+            .collect();
         let child = Command::new(&self.binary)
             .arg("run")
             .args(["--namespace", OPERATOR_NAMESPACE])
@@ -92,7 +98,7 @@ impl Operator {
             .args(["--agent-api-listen", &format!("127.0.0.1:{}", self.api_port)])
             .args(["--agent-api-endpoint", &self.endpoint()])
             .args(["--metrics-listen", &format!("127.0.0.1:{}", self.metrics_port)])
-            .args(["--poll-interval", "1s", "--crd-wait", "30s"])
+            .args(defaults)
             .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,sb_operator=debug,kube_runtime=warn,hyper=warn")

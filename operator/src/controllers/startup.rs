@@ -10,7 +10,7 @@ use kube::api::ListParams;
 use kube::runtime::controller::Controller;
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use sb_core::crd::{AgentRegistration, DiscoveryJob, SecretPatch, SecretReadRequest};
+use sb_core::crd::{AgentRegistration, DiscoveredSecret, DiscoveryJob, SecretPatch, SecretReadRequest};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ pub async fn wait_for_crds(client: &Client, timeout: Duration) -> Result<(), Sta
             Api::<SecretReadRequest>::all(client.clone()).list(&probe).await.err(),
             Api::<SecretPatch>::all(client.clone()).list(&probe).await.err(),
             Api::<DiscoveryJob>::all(client.clone()).list(&probe).await.err(),
+            Api::<DiscoveredSecret>::all(client.clone()).list(&probe).await.err(),
         ];
         let Some(err) = results.into_iter().flatten().next() else { return Ok(()) };
         if tokio::time::Instant::now() >= deadline {
