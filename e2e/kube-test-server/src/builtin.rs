@@ -156,6 +156,18 @@ pub fn validate(rr: &ResourceReq, obj: &Value, old: Option<&Value>) -> Vec<Field
             }
         }
     }
+    if rr.rt.group.is_empty() && matches!(rr.rt.plural.as_str(), "secrets" | "configmaps") {
+        let size: usize = ["data", "binaryData"]
+            .iter()
+            .filter_map(|f| obj.get(*f).and_then(Value::as_object))
+            .flat_map(|m| m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)))
+            .sum();
+        // Secret data is counted decoded by the real server; base64 is 4/3 of that.
+        let size = if rr.rt.plural == "secrets" { size * 3 / 4 } else { size };
+        if size > 1024 * 1024 {
+            errs.push(field_error("FieldValueTooLong", "data", "Too long: must have at most 1048576 bytes"));
+        }
+    }
     let annotation_bytes: usize = obj
         .pointer("/metadata/annotations")
         .and_then(Value::as_object)
