@@ -198,6 +198,10 @@ async fn approvals_are_bound_to_the_approver_and_never_the_requester() {
     // bob cannot approve in carol's name.
     let err = patch("bob", approval("carol", "Approve")).await.expect_err("forged approver");
     assert!(err.contains("the approver must be you"), "{err}");
+    // bob cannot claim a group he is not in (the operator's access review would trust it).
+    let forged_groups = r#"[{"op":"add","path":"/status","value":{"approvals":[{"decision":"Approve","approver":"bob","groups":["system:masters"],"reason":"trust me","time":"2026-11-22T10:00:00Z"}]}}]"#;
+    let err = patch("bob", forged_groups.to_string()).await.expect_err("forged groups");
+    assert!(err.contains("may only name groups you belong to"), "{err}");
     // bob's honest approval passes.
     patch("bob", approval("bob", "Approve")).await.expect_ok("bob approves");
     let status = cluster

@@ -59,18 +59,20 @@ impl Ctx {
     /// The authenticated user's name, as the API server sees it (SelfSubjectReview, what
     /// `kubectl auth whoami` asks). Requests and approvals must carry exactly this name.
     pub async fn whoami(&self) -> Result<String, PluginError> {
+        Ok(self.whoami_with_groups().await?.0)
+    }
+
+    /// The current user's name and groups, as the API server authenticates them.
+    pub async fn whoami_with_groups(&self) -> Result<(String, Vec<String>), PluginError> {
         let api: Api<SelfSubjectReview> = Api::all(self.client.clone());
         let review = api
             .create(&PostParams::default(), &SelfSubjectReview::default())
             .await
             .map_err(|err| PluginError::from_kube(err, "selfsubjectreview", &self.namespace))?;
-        review
-            .status
-            .and_then(|status| status.user_info)
-            .and_then(|user| user.username)
-            .filter(|name| !name.is_empty())
-            .ok_or_else(|| {
-                PluginError::Api("the API server did not say who you are (SelfSubjectReview has no user name)".into())
-            })
+        let user = review.status.and_then(|status| status.user_info).unwrap_or_default();
+        let name = user.username.filter(|name| !name.is_empty()).ok_or_else(|| {
+            PluginError::Api("the API server did not say who you are (SelfSubjectReview has no user name)".into())
+        })?;
+        Ok((name, user.groups.unwrap_or_default()))
     }
 }

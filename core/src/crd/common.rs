@@ -70,6 +70,12 @@ pub struct Approval {
     /// The Kubernetes user who decided; must equal the user making the status update.
     #[schemars(length(min = 1, max = 253), regex(pattern = USER_NAME_PATTERN))]
     pub approver: String,
+    /// The approver's groups when deciding. The admission policy only accepts groups the
+    /// authenticated user belongs to, and the operator passes them to its SubjectAccessReview
+    /// so an `approve` verb granted to a group (the usual OIDC set-up) counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    pub groups: Vec<String>,
     /// Why the approver decided so; recorded in the audit log.
     #[schemars(length(min = 1, max = 1024))]
     pub reason: String,

@@ -109,7 +109,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn entry(who: &str, decision: Decision) -> Approval {
-        Approval { decision, approver: who.into(), reason: format!("{who} says so"), time: Time(Default::default()) }
+        Approval { decision, approver: who.into(), groups: vec![], reason: format!("{who} says so"), time: Time(Default::default()) }
     }
     fn everyone(_: &str) -> bool {
         true

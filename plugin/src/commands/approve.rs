@@ -20,7 +20,7 @@ pub async fn run(ctx: &Ctx, args: DecideArgs, decision: Decision) -> Result<(), 
     if args.reason.trim().is_empty() {
         return Err(PluginError::Usage("--reason must say why you decide so".into()));
     }
-    let approver = ctx.whoami().await?;
+    let (approver, groups) = ctx.whoami_with_groups().await?;
     let resource = match kind {
         RequestKind::Read => ApiResource::erase::<SecretReadRequest>(&()),
         RequestKind::Patch => ApiResource::erase::<SecretPatch>(&()),
@@ -30,6 +30,8 @@ pub async fn run(ctx: &Ctx, args: DecideArgs, decision: Decision) -> Result<(), 
     let approval = Approval {
         decision,
         approver: approver.clone(),
+        // The operator's SubjectAccessReview needs them for group-granted `approve` verbs.
+        groups,
         reason: args.reason.clone(),
         time: Time(k8s_openapi::jiff::Timestamp::now()),
     };
