@@ -17,6 +17,7 @@ pub mod canary;
 pub mod crd;
 pub mod discovery;
 pub mod escalation;
+pub mod events;
 pub mod gc;
 pub mod handlers;
 pub mod impersonate;

@@ -92,6 +92,11 @@ impl ResourceType {
         self
     }
 
+    /// Group under which objects are stored (events.k8s.io Events live with core Events).
+    pub fn store_group(&self) -> &str {
+        if crate::events::is_events_v1(&self.group, &self.plural) { "" } else { &self.group }
+    }
+
     pub fn is_custom(&self) -> bool {
         self.crd.is_some()
     }

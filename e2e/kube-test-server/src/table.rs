@@ -171,6 +171,25 @@ fn columns(rr: &ResourceReq) -> Vec<Column> {
         ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
             vec![col("PolicyName", "string", ".spec.policyName"), col("ParamRef", "string", ".spec.paramRef.name")]
         }
+        // `kubectl get events`: LAST SEEN TYPE REASON OBJECT MESSAGE, no AGE.
+        ("", "events") => {
+            return vec![
+                col("Last Seen", "eventAge", ".lastTimestamp"),
+                col("Type", "string", ".type"),
+                col("Reason", "string", ".reason"),
+                col("Object", "objectRef", ".involvedObject"),
+                col("Message", "string", ".message"),
+            ];
+        }
+        ("events.k8s.io", "events") => {
+            return vec![
+                col("Last Seen", "eventAge", ".deprecatedLastTimestamp"),
+                col("Type", "string", ".type"),
+                col("Reason", "string", ".reason"),
+                col("Object", "objectRef", ".regarding"),
+                col("Message", "string", ".note"),
+            ];
+        }
         // The real server prints a raw creation time for these instead of an age.
         ("rbac.authorization.k8s.io", "roles" | "clusterroles") | ("apiextensions.k8s.io", _) => {
             return vec![created_at];
@@ -183,7 +202,18 @@ fn columns(rr: &ResourceReq) -> Vec<Column> {
 
 fn cell(c: &Column, obj: &Value) -> Value {
     let vals = eval(&c.path, obj);
+    if c.ty == "eventAge" {
+        // The newest of the series time, the last timestamp, the event time, creation.
+        let when = [".series.lastObservedTime", &c.path, ".eventTime", ".metadata.creationTimestamp"]
+            .iter()
+            .find_map(|p| eval(p, obj).into_iter().find_map(|v| v.as_str().map(String::from)));
+        return when.map_or(Value::Null, |t| json!(human_age(&t)));
+    }
     match (c.ty.as_str(), vals.first()) {
+        ("objectRef", Some(r)) => {
+            let kind = r["kind"].as_str().unwrap_or("").to_lowercase();
+            return json!(format!("{kind}/{}", r["name"].as_str().unwrap_or("")));
+        }
         ("count", Some(Value::Object(m))) => return json!(m.len()),
         ("count", Some(Value::Array(a))) => return json!(a.len()),
         ("count", _) => return json!(0),
@@ -209,17 +239,31 @@ fn cell(c: &Column, obj: &Value) -> Value {
 
 pub fn convert(rr: &ResourceReq, items: &[Value], include: Option<&str>, rv: &str, cont: Option<String>) -> Value {
     let cols = columns(rr);
-    let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name",
-        "description": "Name must be unique within a namespace.", "priority": 0})];
+    // Events print their name only with `-o wide` (priority 1, last), like the real printer.
+    let name_wide = rr.rt.plural == "events";
+    let name_def = json!({"name": "Name", "type": "string", "format": "name",
+        "description": "Name must be unique within a namespace.", "priority": i32::from(name_wide)});
+    let mut defs = if name_wide { vec![] } else { vec![name_def.clone()] };
     for c in &cols {
-        let ty = if matches!(c.ty.as_str(), "count" | "roleRef") { "string" } else { c.ty.as_str() };
+        let ty = if matches!(c.ty.as_str(), "count" | "roleRef" | "objectRef" | "eventAge") {
+            "string"
+        } else {
+            c.ty.as_str()
+        };
         defs.push(json!({"name": c.name, "type": ty, "format": c.format, "description": c.description, "priority": c.priority}));
+    }
+    if name_wide {
+        defs.push(name_def);
     }
     let rows: Vec<Value> = items
         .iter()
         .map(|obj| {
-            let mut cells = vec![json!(crate::meta::name(obj))];
+            let name = json!(crate::meta::name(obj));
+            let mut cells = if name_wide { vec![] } else { vec![name.clone()] };
             cells.extend(cols.iter().map(|c| cell(c, obj)));
+            if name_wide {
+                cells.push(name);
+            }
             let mut row = json!({"cells": cells});
             match include.unwrap_or("Metadata") {
                 "None" => {}

@@ -162,6 +162,16 @@ async fn event_recorder_secret_decoding_and_builtin_tables() {
     let list = events.list(&Default::default()).await.unwrap();
     assert_eq!(list.items.len(), 1, "the second publish patches the series");
     assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+    // One storage for both Event APIs: the core view and kubectl see the recorder's event.
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(s.client_as("admin").await.unwrap(), "default");
+    let by_object = core.list(&kube::api::ListParams::default().fields("involvedObject.name=subject")).await.unwrap();
+    assert_eq!(by_object.items.len(), 1);
+    assert_eq!(by_object.items[0].message.as_deref(), Some("all good"));
+    assert_eq!(by_object.items[0].reporting_component.as_deref(), Some("test-controller"));
+    let table = kubectl_ok(&s, "admin", &["get", "events"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], "{table}");
+    assert!(table.contains("Checked") && table.contains("configmap/subject") && table.contains("all good"), "{table}");
 
     let secrets: Api<Secret> = Api::namespaced(client, "default");
     // Secret data that is not base64 does not even decode: 400 from the server.

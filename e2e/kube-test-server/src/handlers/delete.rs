@@ -133,8 +133,8 @@ pub fn delete_collection(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResu
     let ns = (rr.rt.namespaced && !rr.namespace.is_empty()).then_some(rr.namespace.as_str());
     let victims: Vec<(Key, Value)> = inner
         .store
-        .list(&rr.rt.group, &rr.rt.plural, ns)
-        .filter(|(_, o)| filter.matches(o))
+        .list(rr.rt.store_group(), &rr.rt.plural, ns)
+        .filter(|(_, o)| filter.matches(&for_version((*o).clone(), rr)))
         .map(|(k, o)| (k.clone(), o.clone()))
         .collect();
     let mut items = Vec::new();

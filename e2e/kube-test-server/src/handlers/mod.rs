@@ -85,7 +85,11 @@ pub fn parse_body(ctx: &Ctx) -> ApiResult<Value> {
 
 /// Objects are stored in the version they were written in; custom resources use the
 /// `None` conversion strategy, so serving another version only rewrites `apiVersion`.
+/// events.k8s.io Events are converted from their stored core form.
 pub fn for_version(mut obj: Value, rr: &ResourceReq) -> Value {
+    if crate::events::is_events_v1(&rr.rt.group, &rr.rt.plural) {
+        obj = crate::events::from_core(obj);
+    }
     if let Some(o) = obj.as_object_mut() {
         o.insert("apiVersion".into(), Value::String(rr.rt.api_version(&rr.version)));
         o.insert("kind".into(), Value::String(rr.rt.kind.clone()));

@@ -88,7 +88,7 @@ pub fn list(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> 
     };
     let ns = (rr.rt.namespaced && !rr.namespace.is_empty()).then_some(rr.namespace.as_str());
     // Pages and exact reads are consistent: the list is rebuilt as of `list_rv`.
-    let snapshot = inner.store.list_at(&rr.rt.group, &rr.rt.plural, ns, list_rv.min(current)).ok_or_else(|| {
+    let snapshot = inner.store.list_at(rr.rt.store_group(), &rr.rt.plural, ns, list_rv.min(current)).ok_or_else(|| {
         if after.is_some() {
             ApiError::gone(
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
@@ -102,7 +102,8 @@ pub fn list(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> 
     let mut remaining = 0usize;
     for (k, obj) in &snapshot {
         let pos = format!("{}/{}", k.namespace, k.name);
-        if after.as_ref().is_some_and(|a| pos.as_str() <= a.as_str()) || !filter.matches(obj) {
+        let obj = for_version(obj.clone(), rr);
+        if after.as_ref().is_some_and(|a| pos.as_str() <= a.as_str()) || !filter.matches(&obj) {
             continue;
         }
         if limit > 0 && items.len() == limit {
@@ -112,7 +113,7 @@ pub fn list(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> 
         if limit > 0 && items.len() + 1 == limit {
             next = Some(pos);
         }
-        items.push(for_version(obj.clone(), rr));
+        items.push(obj);
     }
     drop(inner);
     let cont = if remaining > 0 { next.map(|p| encode_continue(list_rv, &p)) } else { None };

@@ -35,7 +35,7 @@ struct Watch {
 
 impl Watch {
     fn relevant(&self, ev: &Event) -> bool {
-        ev.key.group == self.rr.rt.group
+        ev.key.group == self.rr.rt.store_group()
             && ev.key.resource == self.rr.rt.plural
             && (!self.rr.rt.namespaced || self.rr.namespace.is_empty() || ev.key.namespace == self.rr.namespace)
     }
@@ -61,11 +61,11 @@ impl Watch {
         if !self.relevant(ev) {
             return None;
         }
-        let now = self.filter.matches(&ev.object);
+        let now = self.filter.matches(&for_version(ev.object.clone(), &self.rr));
         let kind = match ev.kind {
             EventType::Added | EventType::Deleted if now => ev.kind.as_str(),
             EventType::Modified => {
-                let before = ev.old.as_ref().is_some_and(|o| self.filter.matches(o));
+                let before = ev.old.as_ref().is_some_and(|o| self.filter.matches(&for_version(o.clone(), &self.rr)));
                 match (before, now) {
                     (true, true) => "MODIFIED",
                     (false, true) => "ADDED",
@@ -122,8 +122,8 @@ pub fn watch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response>
             Some((past, live)) => {
                 if synthetic {
                     let ns = (rr.rt.namespaced && !rr.namespace.is_empty()).then_some(rr.namespace.as_str());
-                    for (_, obj) in inner.store.list(&rr.rt.group, &rr.rt.plural, ns) {
-                        if w.filter.matches(obj) {
+                    for (_, obj) in inner.store.list(rr.rt.store_group(), &rr.rt.plural, ns) {
+                        if w.filter.matches(&for_version(obj.clone(), rr)) {
                             let _ = tx.send(w.encode("ADDED", obj.clone()));
                         }
                     }

@@ -74,7 +74,7 @@ pub fn update(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response
 
 pub fn key_of(rr: &ResourceReq, name: &str) -> Key {
     let ns = if rr.rt.namespaced { rr.namespace.as_str() } else { "" };
-    Key::new(&rr.rt.group, &rr.rt.plural, ns, name)
+    Key::new(rr.rt.store_group(), &rr.rt.plural, ns, name)
 }
 
 /// Common checks on the identity of the written object.
@@ -145,6 +145,8 @@ pub fn commit(
     mut new: Value,
     opts: &WriteOpts,
 ) -> ApiResult<Committed> {
+    // Work in the request's representation; convert to the storage form only to store.
+    let old = old.map(|o| super::for_version(o, rr));
     let creating = old.is_none();
     check_identity(rr, &mut new, creating)?;
     crate::builtin::check_base64(rr, &new)?;
@@ -221,7 +223,11 @@ pub fn commit(
     let object = if meta::is_deleting(&new) && meta::finalizers(&new).is_empty() {
         super::delete_now(app, inner, &key).unwrap_or(new)
     } else {
-        let stored = inner.store.put(key, new);
+        let stored = if crate::events::is_events_v1(&rr.rt.group, &rr.rt.plural) {
+            inner.store.put(key, crate::events::to_core(new))
+        } else {
+            inner.store.put(key, new)
+        };
         if rr.rt.group == "apiextensions.k8s.io" {
             crd::register(inner, &stored);
         }
