@@ -19,6 +19,7 @@ pub const USERS: &[(&str, &[&str])] = &[
     ("alice", &["developers"]),
     ("bob", &["approvers"]),
     ("mallory", &["status-editors"]),
+    ("carol", &["leads"]),
     (OPERATOR_USER, &["system:serviceaccounts", "system:serviceaccounts:secrets-bridge"]),
 ];
 
@@ -44,6 +45,12 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets-
 subjects:
   - {apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}
   - {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: lead-approvers, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets-bridge-approver}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: leads}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
@@ -126,7 +133,26 @@ impl Scenario {
         decision: &str,
         has_approvals: bool,
     ) -> KubectlRun {
-        let entry = serde_json::json!({"decision": decision, "approver": user, "reason": "checked the ticket", "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)});
+        self.decide_as_member(user, &[], resource, name, decision, has_approvals).await
+    }
+
+    /// [`Scenario::decide`] naming the approver's `groups` in the entry, as `kubectl sb
+    /// approve` does so that authority granted to a group counts.
+    pub async fn decide_as_member(
+        &self,
+        user: &str,
+        groups: &[&str],
+        resource: &str,
+        name: &str,
+        decision: &str,
+        has_approvals: bool,
+    ) -> KubectlRun {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut entry =
+            serde_json::json!({"decision": decision, "approver": user, "reason": "checked the ticket", "time": time});
+        if !groups.is_empty() {
+            entry["groups"] = serde_json::json!(groups);
+        }
         let op = if has_approvals {
             serde_json::json!([{"op": "add", "path": "/status/approvals/-", "value": entry}])
         } else {

@@ -195,3 +195,20 @@ async fn the_operator_rechecks_approvals_even_when_the_admission_policy_is_missi
     assert_eq!(status.approval_summary.as_deref(), Some("0/1"));
     assert!(s.agent.claim(1).await.unwrap().is_empty(), "ignored approvals must not produce a job");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approver_whose_authority_comes_from_a_group_counts_when_the_entry_names_it() {
+    let s = Scenario::start().await.unwrap();
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    create_pending(&s, "by-lead", "team-a/db", &KeyPair::generate()).await;
+    // Naming a group carol is not in is refused at admission.
+    let err = s
+        .decide_as_member("carol", &["approvers"], "srr", "by-lead", "Approve", false)
+        .await
+        .expect_err("a group carol does not belong to");
+    assert!(err.contains("groups you belong to"), "{err}");
+    s.decide_as_member("carol", &["leads"], "srr", "by-lead", "Approve", false).await.expect_ok("carol's approval");
+    let queued = s.wait(&api, "by-lead", "phase Queued", |r| phase(r) == Some(ReadPhase::Queued)).await.unwrap();
+    assert_eq!(queued.status.unwrap().approval_summary.as_deref(), Some("1/1"));
+    assert_eq!(s.agent.claim(1).await.unwrap().len(), 1);
+}

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::PostParams;
 use sb_core::crd::Approval;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The object approvals are counted for.
 pub struct ApprovalSubject<'a> {
@@ -28,12 +28,19 @@ pub async fn required_for(ctx: &Context, namespace: &str) -> Result<Result<u32, 
     Ok(required_approvals(annotations.iter()))
 }
 
-/// Whether `user` holds `approve` on the object. Only the user name is known from the
-/// approval entry, so group-bound authority is not visible to this check.
-async fn may_approve(ctx: &Context, subject: &ApprovalSubject<'_>, user: &str) -> Result<bool, Error> {
+/// Whether `user`, as a member of `groups`, holds `approve` on the object. The groups come
+/// from the approval entry, where the admission policy accepted only groups the
+/// authenticated user belongs to; without them a group-bound approver would never count.
+async fn may_approve(
+    ctx: &Context,
+    subject: &ApprovalSubject<'_>,
+    user: &str,
+    groups: &[String],
+) -> Result<bool, Error> {
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(user.to_owned()),
+            groups: (!groups.is_empty()).then(|| groups.to_vec()),
             resource_attributes: Some(ResourceAttributes {
                 group: Some(sb_core::crd::GROUP.into()),
                 resource: Some(subject.resource.into()),
@@ -53,9 +60,13 @@ async fn may_approve(ctx: &Context, subject: &ApprovalSubject<'_>, user: &str) -
 /// Counts the approvals of `subject` requiring `required` of them.
 pub async fn count(ctx: &Context, subject: &ApprovalSubject<'_>, required: u32) -> Result<Tally, Error> {
     let mut authorized = BTreeSet::new();
-    let distinct: BTreeSet<&str> = subject.approvals.iter().map(|a| a.approver.as_str()).collect();
-    for user in distinct {
-        if user != subject.requester && may_approve(ctx, subject, user).await? {
+    // Each approver decides once; their first entry is the one the count uses.
+    let mut first: BTreeMap<&str, &[String]> = BTreeMap::new();
+    for entry in subject.approvals {
+        first.entry(entry.approver.as_str()).or_insert(entry.groups.as_slice());
+    }
+    for (user, groups) in first {
+        if user != subject.requester && may_approve(ctx, subject, user, groups).await? {
             authorized.insert(user.to_owned());
         }
     }
