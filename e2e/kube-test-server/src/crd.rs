@@ -171,14 +171,13 @@ pub fn register(inner: &mut Inner, crd: &Value) {
     inner.registry.custom.insert(meta::name(crd).to_string(), rt);
 }
 
-/// Unregisters a deleted CRD and removes all its objects (the real server does it through
-/// the `customresourcecleanup` finalizer; here it is immediate).
-pub fn unregister(inner: &mut Inner, crd: &Value) {
+/// Removes all objects of a CRD being deleted (the real server does it through the
+/// `customresourcecleanup` finalizer; here it is immediate).
+pub fn delete_instances(inner: &mut Inner, crd: &Value) {
     let group = s(crd, "/spec/group").to_string();
     let plural = s(crd, "/spec/names/plural").to_string();
     let keys: Vec<_> = inner.store.list(&group, &plural, None).map(|(k, _)| k.clone()).collect();
     for k in keys {
         inner.store.remove(&k);
     }
-    inner.registry.custom.remove(meta::name(crd));
 }

@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostParams, Preconditions};
@@ -56,7 +57,24 @@ async fn invalid_crds_are_refused_and_deleting_a_crd_removes_its_objects() {
 
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &widgets_api());
     api.create(&PostParams::default(), &widget("a")).await.unwrap();
+    let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut watch = api.watch(&kube::api::WatchParams::default(), &rv).await.unwrap().boxed();
     crds.delete("widgets.example.com", &DeleteParams::default()).await.unwrap();
+    // The watch sees the object go, then ends with its CRD.
+    let ev = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap();
+    assert!(matches!(ev, Some(Ok(kube::api::WatchEvent::Deleted(_)))), "{ev:?}");
+    let mut ended = false;
+    for _ in 0..10 {
+        match tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap() {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(Ok(kube::api::WatchEvent::Bookmark(_))) => {}
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(ended, "watches of a deleted CRD's resource end");
     assert!(!s.dump_all().iter().any(|o| o["kind"] == "Widget"), "objects go with their CRD");
     let (code, _, _) = api_error(api.list(&ListParams::default()).await);
     assert_eq!(code, 404, "the resource is no longer served");
@@ -125,7 +143,6 @@ async fn foreground_deletion_waits_for_dependents_and_collections_delete_by_sele
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metadata_only_get_list_and_watch_for_kube_rs_metadata_watchers() {
-    use futures::StreamExt;
     let s = server_with_widgets().await;
     let client = s.client_as("admin").await.unwrap();
     let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &widgets_api());

@@ -16,9 +16,14 @@ use std::sync::Arc;
 
 /// Removes an object now, with the cascades the real controllers would run.
 pub fn delete_now(app: &App, inner: &mut Inner, key: &Key) -> Option<Value> {
+    let is_crd = key.group == "apiextensions.k8s.io" && key.resource == "customresourcedefinitions";
+    if is_crd && let Some(crd) = inner.store.get(key).cloned() {
+        // Instances go first (the real `customresourcecleanup` finalizer), then the CRD.
+        crate::crd::delete_instances(inner, &crd);
+    }
     let gone = inner.store.remove(key)?;
-    if key.group == "apiextensions.k8s.io" && key.resource == "customresourcedefinitions" {
-        crate::crd::unregister(inner, &gone);
+    if is_crd {
+        inner.registry.custom.remove(&key.name);
     }
     app.gc_wake.notify_one();
     Some(gone)

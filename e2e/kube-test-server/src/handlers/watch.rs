@@ -40,6 +40,15 @@ impl Watch {
             && (!self.rr.rt.namespaced || self.rr.namespace.is_empty() || ev.key.namespace == self.rr.namespace)
     }
 
+    /// Whether `ev` deletes the CRD serving this watch: the real server then ends the watch.
+    fn crd_deleted(&self, ev: &Event) -> bool {
+        self.rr.rt.is_custom()
+            && ev.kind == EventType::Deleted
+            && ev.key.group == "apiextensions.k8s.io"
+            && ev.key.resource == "customresourcedefinitions"
+            && ev.key.name == format!("{}.{}", self.rr.rt.plural, self.rr.rt.group)
+    }
+
     /// The event to send for `ev`, with selector transitions turned into ADDED/DELETED.
     fn encode(&mut self, kind: &str, obj: Value) -> Bytes {
         let obj = for_version(obj, &self.rr);
@@ -161,6 +170,9 @@ pub fn watch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response>
                     Ok(ev) if ev.rv <= start_rv => {}
                     Ok(ev) => {
                         start_rv = ev.rv;
+                        if w.crd_deleted(&ev) {
+                            return;
+                        }
                         if let Some(b) = w.translate(&ev)
                             && tx.send(b).is_err()
                         {
