@@ -359,8 +359,7 @@ mod tests {
 
     #[test]
     fn claim_request_rejects_unknown_fields() {
-        let err = serde_json::from_str::<ClaimRequest>(r#"{"maxJobs":1,"waitSeconds":5,"extra":1}"#)
-            .unwrap_err();
+        let err = serde_json::from_str::<ClaimRequest>(r#"{"maxJobs":1,"waitSeconds":5,"extra":1}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `extra`"), "{err}");
     }
 
@@ -418,7 +417,11 @@ mod wire_names {
 
     #[test]
     fn job_results_use_camel_case_like_every_other_body() {
-        let result = JobResult::Read { deliveries: BTreeMap::new(), missing_keys: vec!["k".into()], provider_version: Some("3".into()) };
+        let result = JobResult::Read {
+            deliveries: BTreeMap::new(),
+            missing_keys: vec!["k".into()],
+            provider_version: Some("3".into()),
+        };
         let json = serde_json::to_value(&result).unwrap();
         assert_eq!(json["data"]["missingKeys"][0], "k");
         assert_eq!(json["data"]["providerVersion"], "3");

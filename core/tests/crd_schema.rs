@@ -61,7 +61,14 @@ fn examples_are_valid() {
 #[test]
 fn read_request_refuses_missing_required_fields() {
     let base = example("secretreadrequest.yaml");
-    for field in ["/spec/target", "/spec/justification", "/spec/requester", "/spec/recipient", "/spec/target/agent", "/spec/target/ref"] {
+    for field in [
+        "/spec/target",
+        "/spec/justification",
+        "/spec/requester",
+        "/spec/recipient",
+        "/spec/target/agent",
+        "/spec/target/ref",
+    ] {
         let errs = errors("SecretReadRequest", &with(base.clone(), field, None));
         let leaf = field.rsplit('/').next().unwrap();
         assert!(errs.iter().any(|e| e.contains(&format!("\"{leaf}\" is a required property"))), "{field}: {errs:?}");
@@ -130,7 +137,9 @@ fn approvals_need_a_known_decision_and_an_approver() {
     let ok = with(
         base.clone(),
         "/status",
-        Some(json!({"approvals": [{"decision": "Approve", "approver": "bob", "reason": "ok", "time": "2026-11-22T10:00:00Z"}]})),
+        Some(
+            json!({"approvals": [{"decision": "Approve", "approver": "bob", "reason": "ok", "time": "2026-11-22T10:00:00Z"}]}),
+        ),
     );
     assert_valid("SecretReadRequest", &ok);
     let bad = with(
@@ -146,7 +155,8 @@ fn approvals_need_a_known_decision_and_an_approver() {
 #[test]
 fn every_spec_is_immutable_or_guarded_by_a_cel_rule() {
     for crd in sb_core::crd::all_crds() {
-        let schema = serde_json::to_value(crd.spec.versions[0].schema.clone().unwrap().open_api_v3_schema.unwrap()).unwrap();
+        let schema =
+            serde_json::to_value(crd.spec.versions[0].schema.clone().unwrap().open_api_v3_schema.unwrap()).unwrap();
         let rules = schema["properties"]["spec"]["x-kubernetes-validations"].as_array().cloned().unwrap_or_default();
         assert!(
             rules.iter().any(|r| r["rule"].as_str().is_some_and(|r| r.contains("oldSelf"))),
@@ -178,7 +188,8 @@ fn every_field_has_a_description() {
     }
     let mut missing = Vec::new();
     for crd in sb_core::crd::all_crds() {
-        let schema = serde_json::to_value(crd.spec.versions[0].schema.clone().unwrap().open_api_v3_schema.unwrap()).unwrap();
+        let schema =
+            serde_json::to_value(crd.spec.versions[0].schema.clone().unwrap().open_api_v3_schema.unwrap()).unwrap();
         walk(&crd.spec.names.kind, &schema, &mut missing);
     }
     assert!(missing.is_empty(), "fields without a `///` doc (kubectl explain shows nothing): {missing:#?}");

@@ -2,8 +2,8 @@
 
 use super::{Executor, failed, provider_failure};
 use crate::provider::MergeWrite;
-use sb_core::protocol::{JobOutcome, JobResult, PatchJob};
 use sb_core::binding::patch_aad;
+use sb_core::protocol::{JobOutcome, JobResult, PatchJob};
 use sb_core::seal::{Purpose, SealError, open};
 use std::collections::BTreeMap;
 use tracing::{info, warn};

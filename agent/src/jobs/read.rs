@@ -1,8 +1,8 @@
 //! Read: fetch the requested keys and seal each to the requester.
 
 use super::{Executor, failed, provider_failure};
-use sb_core::protocol::{JobOutcome, JobResult, ReadJob};
 use sb_core::binding::read_aad;
+use sb_core::protocol::{JobOutcome, JobResult, ReadJob};
 use sb_core::seal::{PublicKey, Purpose, seal};
 use std::collections::BTreeMap;
 use tracing::{info, warn};

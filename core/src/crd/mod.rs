@@ -16,8 +16,8 @@ pub use discovery::*;
 pub use patch::*;
 pub use read_request::*;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// The API group of every Secrets Bridge kind.
 pub const GROUP: &str = "secrets-bridge.io";

@@ -12,9 +12,7 @@ pub const DEFAULT_REQUIRED_APPROVALS: u32 = 1;
 pub const MAX_REQUIRED_APPROVALS: u32 = 5;
 
 /// The namespace's required approvals from its annotations.
-pub fn required_approvals<'a>(
-    mut annotations: impl Iterator<Item = (&'a String, &'a String)>,
-) -> Result<u32, String> {
+pub fn required_approvals<'a>(mut annotations: impl Iterator<Item = (&'a String, &'a String)>) -> Result<u32, String> {
     match annotations.find(|(k, _)| k.as_str() == REQUIRED_APPROVALS_ANNOTATION) {
         None => Ok(DEFAULT_REQUIRED_APPROVALS),
         Some((_, v)) => match v.trim().parse::<u32>() {
@@ -109,7 +107,13 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn entry(who: &str, decision: Decision) -> Approval {
-        Approval { decision, approver: who.into(), groups: vec![], reason: format!("{who} says so"), time: Time(Default::default()) }
+        Approval {
+            decision,
+            approver: who.into(),
+            groups: vec![],
+            reason: format!("{who} says so"),
+            time: Time(Default::default()),
+        }
     }
     fn everyone(_: &str) -> bool {
         true
@@ -138,7 +142,8 @@ mod tests {
 
     #[test]
     fn an_unauthorized_deny_does_not_end_the_request() {
-        let t = tally("alice", &[entry("mallory", Decision::Deny), entry("bob", Decision::Approve)], 1, &|u| u == "bob");
+        let t =
+            tally("alice", &[entry("mallory", Decision::Deny), entry("bob", Decision::Approve)], 1, &|u| u == "bob");
         assert!(matches!(t.verdict, Verdict::Approved { .. }));
     }
 

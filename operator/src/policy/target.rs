@@ -10,7 +10,10 @@ pub struct TargetRejection {
 }
 
 /// Checks a target against the named AgentRegistration (None when it does not exist).
-pub fn check_target(target: &TargetRef, registration: Option<&AgentRegistration>) -> Result<ProviderType, TargetRejection> {
+pub fn check_target(
+    target: &TargetRef,
+    registration: Option<&AgentRegistration>,
+) -> Result<ProviderType, TargetRejection> {
     check(&target.agent, &target.provider, Some(&target.reference), registration)
 }
 
@@ -83,7 +86,10 @@ mod tests {
     fn unknown_agent_provider_and_out_of_scope_are_refused_with_reasons() {
         let reg = registration();
         assert_eq!(check_target(&target("edge", "vault", "x"), None).unwrap_err().reason, "UnknownAgent");
-        assert_eq!(check_target(&target("edge", "aws", "team-a/db"), Some(&reg)).unwrap_err().reason, "UnknownProvider");
+        assert_eq!(
+            check_target(&target("edge", "aws", "team-a/db"), Some(&reg)).unwrap_err().reason,
+            "UnknownProvider"
+        );
         let out = check_target(&target("edge", "vault", "team-b/db"), Some(&reg)).unwrap_err();
         assert_eq!(out.reason, "OutOfScope");
         assert!(out.message.contains("team-a/"), "{}", out.message);
