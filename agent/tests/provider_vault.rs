@@ -8,7 +8,7 @@ use sb_agent::provider::{MergeWrite, NamedProvider, Provider, ProviderError, Sco
 use sb_agent::transport::TransportError;
 use sb_core::crd::TargetRef;
 use sb_core::protocol::{CatalogPage, ClaimedJob, DiscoverJob, JobOutcome, JobPayload, JobResult, PatchJob};
-use sb_core::seal::{Aad, KeyPair, Purpose, SecretValue, derive_agent_keypair, seal};
+use sb_core::seal::{KeyPair, Purpose, SecretValue, derive_agent_keypair, seal};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
