@@ -216,7 +216,8 @@ async fn kubectl_get_watch_prints_table_rows() {
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.len() >= 3, "{text}");
+    // Under load the patch may land before the watch starts; the row then shows in the list.
+    assert!(lines.len() >= 2, "{text}");
     assert!(lines[0].starts_with("NAME") && lines[0].contains("COLOR"), "{text}");
     assert_eq!(lines.iter().filter(|l| l.starts_with("NAME")).count(), 1, "one header: {text}");
     assert!(lines.iter().any(|l| l.split_whitespace().take(3).eq(["w1", "red", "9"])), "{text}");

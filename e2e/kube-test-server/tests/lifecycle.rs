@@ -99,7 +99,13 @@ async fn foreground_deletion_waits_for_dependents_and_collections_delete_by_sele
     };
     cms.create(&PostParams::default(), &child).await.unwrap();
     api.delete("owner", &DeleteParams::foreground()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    for _ in 0..50 {
+        if cms.get("child").await.unwrap().metadata.deletion_timestamp.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let o = api.get("owner").await.expect("owner waits for its dependent");
     assert!(o.metadata.deletion_timestamp.is_some());
     assert!(o.finalizers().contains(&"foregroundDeletion".to_string()));
