@@ -77,6 +77,8 @@ fn seed(store: &mut Store) {
             "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": meta::now(),
                          "labels": {"kubernetes.io/metadata.name": ns}},
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        let mut obj = obj;
+        kts_patch::managed::record_update(None, &mut obj, "kube-apiserver", None);
         store.put(Key::new("", "namespaces", "", ns), obj);
     }
     for mut obj in auth::bootstrap_rbac() {
@@ -86,6 +88,9 @@ fn seed(store: &mut Store) {
         let m = meta::meta_mut(&mut obj);
         m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         m.insert("creationTimestamp".into(), json!(meta::now()));
+        // Seeded objects have managers too, or a first apply of them would conflict with
+        // `before-first-apply`.
+        kts_patch::managed::record_update(None, &mut obj, "kube-apiserver", None);
         store.put(Key::new("rbac.authorization.k8s.io", plural, "", &name), obj);
     }
 }

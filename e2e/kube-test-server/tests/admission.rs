@@ -146,3 +146,43 @@ async fn product_crds_apply_and_are_established() {
     let out = kubectl_ok(&s, "admin", &["get", "secretreadrequests", "-A"]);
     assert!(out.is_empty() || out.contains("No resources"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warn_bindings_answer_with_warning_headers_and_admit() {
+    let s = server().await;
+    s.apply_yaml_as_admin(GADGET_CRD).await.unwrap();
+    s.apply_yaml_as_admin(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: owner-set}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [example.com], apiVersions: ["*"], operations: [CREATE], resources: [gadgets]}
+  validations:
+  - {expression: "object.spec.owner != 'nobody'", message: "owner should be a person"}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: owner-set-warn}
+spec: {policyName: owner-set, validationActions: [Warn]}
+"#,
+    )
+    .await
+    .unwrap();
+    let out = kubectl_stdin(
+        &s,
+        "admin",
+        &["create", "-f", "-"],
+        "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g}\nspec: {owner: nobody}\n",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Warning:") && err.contains("owner should be a person"), "{err}");
+
+    // A policy whose expression does not compile is refused at write time.
+    let bad = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: broken}\nspec:\n  validations:\n  - {expression: \"object.spec.(\"}\n";
+    let out = kubectl_stdin(&s, "admin", &["apply", "-f", "-"], bad);
+    assert!(!out.status.success(), "uncompilable policy accepted");
+}

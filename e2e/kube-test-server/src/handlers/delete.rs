@@ -7,7 +7,7 @@ use super::write::{admit, key_of};
 use super::{for_version, respond};
 use crate::meta;
 use crate::server::{App, Ctx, Inner, ResourceReq};
-use crate::status::{self, ApiError, ApiResult, json_response};
+use crate::status::{self, ApiError, ApiResult};
 use crate::store::Key;
 use axum::response::Response;
 use http::StatusCode;
@@ -118,14 +118,14 @@ pub fn delete(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response
         ));
     }
     let dry = dry_run(&opts);
-    admit(&inner, ctx, rr, "DELETE", &rr.name, None, Some(&obj), dry)?;
+    let warnings = admit(&inner, ctx, rr, "DELETE", &rr.name, None, Some(&obj), dry)?;
     if dry {
-        return Ok(json_response(StatusCode::OK, &for_version(obj, rr)));
+        return Ok(respond(StatusCode::OK, &for_version(obj, rr), &warnings));
     }
     let policy = opts["propagationPolicy"].as_str().unwrap_or("Background").to_string();
     match delete_object(app, &mut inner, &key, &policy) {
-        Some(Outcome::Pending(o)) => Ok(json_response(StatusCode::OK, &for_version(o, rr))),
-        Some(Outcome::Deleted(o)) => Ok(json_response(StatusCode::OK, &status::success(&target, meta::uid(&o)))),
+        Some(Outcome::Pending(o)) => Ok(respond(StatusCode::OK, &for_version(o, rr), &warnings)),
+        Some(Outcome::Deleted(o)) => Ok(respond(StatusCode::OK, &status::success(&target, meta::uid(&o)), &warnings)),
         None => Err(ApiError::not_found(&target)),
     }
 }

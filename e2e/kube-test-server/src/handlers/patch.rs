@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 /// List merge semantics from the CRD schema's `x-kubernetes-list-type`/`-list-map-keys`;
 /// for metadata: ownerReferences keyed by uid, finalizers a set (as in ObjectMeta).
-struct SchemaLists<'a>(Option<&'a Value>);
+pub struct SchemaLists<'a>(pub Option<&'a Value>);
 
 impl ListSemantics for SchemaLists<'_> {
     fn list_keys(&self, path: &[String]) -> Option<Vec<String>> {
@@ -59,17 +59,12 @@ fn patch_error(rr: &ResourceReq, e: PatchError) -> ApiError {
     }
 }
 
-fn conflicts(rr: &ResourceReq, cs: &[kts_patch::managed::Conflict]) -> ApiError {
-    let n = cs.len();
-    let list: Vec<String> = cs.iter().map(|c| format!("conflict with \"{}\": {}", c.manager, c.field)).collect();
-    let msg = format!("Apply failed with {n} conflict{}: {}", if n == 1 { "" } else { "s" }, list.join("\n"));
-    let causes: Vec<Value> = cs
-        .iter()
-        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
-        .collect();
-    let mut e = ApiError::new(409, "Conflict", msg);
-    e.details = Some(json!({"name": rr.name, "group": rr.rt.group, "kind": rr.rt.plural, "causes": causes}));
-    e
+fn conflicts(rr: &ResourceReq, e: &ApplyError) -> ApiError {
+    // kts-patch words the message exactly like the real field manager.
+    let mut err = ApiError::new(409, "Conflict", e.to_string());
+    err.details =
+        Some(json!({"name": rr.name, "group": rr.rt.group, "kind": rr.rt.plural, "causes": e.status_causes()}));
+    err
 }
 
 /// The real server (evanphx/json-patch) treats a missing path as `null` in a `test`
@@ -125,6 +120,14 @@ pub fn patch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response>
             applied["metadata"]["namespace"] = json!(rr.namespace);
         }
         applied["metadata"]["name"] = json!(rr.name);
+        // The main resource ignores status when the status subresource is on; leaving it in
+        // would make this manager own status fields it cannot set.
+        if rr.subresource.is_empty()
+            && rr.rt.has_status(&rr.version)
+            && let Some(o) = applied.as_object_mut()
+        {
+            o.remove("status");
+        }
         let raw = rr.rt.crd_version(&rr.version).map(|v| &v.raw_schema);
         let force = ctx.q("force") == Some("true");
         let sub = (!rr.subresource.is_empty()).then_some(rr.subresource.as_str());
@@ -138,8 +141,8 @@ pub fn patch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response>
             &SchemaLists(raw),
         )
         .map_err(|e| match e {
-            ApplyError::Conflicts(cs) => conflicts(rr, &cs),
             ApplyError::Patch(p) => patch_error(rr, p),
+            conflict => conflicts(rr, &conflict),
         })?;
         opts.record_managed = false;
         let created = old.is_none();

@@ -198,6 +198,9 @@ pub fn commit(
     if rr.rt.group == "apiextensions.k8s.io" {
         errors.extend(crd::prepare(&mut new, old.as_ref()));
     }
+    if rr.rt.plural == "validatingadmissionpolicies" {
+        errors.extend(kts_policy::admission::validate_policy(&new));
+    }
     errors.extend(strategy::validate_custom(rr, &mut new, old.as_ref()));
     if !errors.is_empty() {
         return Err(ApiError::invalid(&target, &errors));
@@ -205,10 +208,12 @@ pub fn commit(
     crate::escalation::check(&inner.store, rr, &ctx.user, &new)?;
     if opts.record_managed {
         let sub = (!rr.subresource.is_empty()).then_some(rr.subresource.as_str());
-        kts_patch::managed::record_update(old.as_ref(), &mut new, &opts.manager, sub);
+        let raw = rr.rt.crd_version(&rr.version).map(|v| &v.raw_schema);
+        let lists = super::patch::SchemaLists(raw);
+        kts_patch::managed::record_update_with(old.as_ref(), &mut new, &opts.manager, sub, &lists);
     }
     let op = if creating { "CREATE" } else { "UPDATE" };
-    admit(inner, ctx, rr, op, &name, Some(&new), old.as_ref(), opts.dry_run)?;
+    warnings.extend(admit(inner, ctx, rr, op, &name, Some(&new), old.as_ref(), opts.dry_run)?);
     if opts.dry_run {
         return Ok(Committed { object: new, warnings });
     }
@@ -285,12 +290,12 @@ pub fn admit(
     object: Option<&Value>,
     old: Option<&Value>,
     dry_run: bool,
-) -> ApiResult<()> {
+) -> ApiResult<Vec<String>> {
     let g = "admissionregistration.k8s.io";
     let policies: Vec<Value> =
         inner.store.list(g, "validatingadmissionpolicies", None).map(|(_, v)| v.clone()).collect();
     if policies.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let bindings: Vec<Value> =
         inner.store.list(g, "validatingadmissionpolicybindings", None).map(|(_, v)| v.clone()).collect();
@@ -313,7 +318,12 @@ pub fn admit(
         dry_run,
     };
     let authorize = |a: &kts_policy::Attributes| crate::auth::authorize(&inner.store, a).allowed();
-    kts_policy::admission::evaluate(&policies, &bindings, &request, &authorize).map_err(|d| {
+    let outcome = kts_policy::admission::evaluate_with_warnings(&policies, &bindings, &request, &authorize);
+    let Some(d) = outcome.denial else {
+        return Ok(outcome.warnings);
+    };
+    Err({
+        let cause = d.cause().to_string();
         let mut e = ApiError::new(d.code, &d.reason, d.message);
         let t = rr.target(name);
         let mut details = json!({"name": name, "kind": t.resource});
@@ -322,9 +332,7 @@ pub fn admit(
         }
         // Like the real server: one cause without a field, so kubectl prints
         // `The <res> "<name>" is invalid: : ValidatingAdmissionPolicy '...' ... denied request: ...`.
-        if let Some(i) = e.message.find("ValidatingAdmissionPolicy") {
-            details["causes"] = json!([{"message": e.message[i..]}]);
-        }
+        details["causes"] = json!([{ "message": cause }]);
         e.details = Some(details);
         e
     })
