@@ -18,7 +18,7 @@ build: ## Build every crate, tests and benches included
 
 .PHONY: test
 test: tools services boundaries build ## The whole test suite (what CI runs)
-	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+	$(CARGO) nextest run --workspace --no-fail-fast
 
 .PHONY: services
 services: ## Install and start OpenBao, moto and PostgreSQL on loopback (idempotent)
@@ -27,6 +27,10 @@ services: ## Install and start OpenBao, moto and PostgreSQL on loopback (idempot
 .PHONY: services-down
 services-down: ## Stop the services started by `make services`
 	@scripts/services.sh down
+
+.PHONY: bench
+bench: services ## Benchmarks that print the figures issues name (claim latency on SQLite and PostgreSQL)
+	$(CARGO) bench -p sb-operator --bench claim_latency
 
 .PHONY: boundaries
 boundaries: ## Check the one-way dependency rules between tiers (cargo tree)
