@@ -6,10 +6,10 @@
 //! - long-poll: an agent is already waiting in `claim_jobs(wait = 10 s)` when the job is
 //!   enqueued; the time from enqueue to the claim returning (the wake-up path: in-process
 //!   notify on SQLite, LISTEN/NOTIFY on PostgreSQL).
+//!
 //! It prints p50/p95/max and the long-poll/baseline ratio. Run: `make bench`.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::{Flavor, TestDb, read_job};
