@@ -114,12 +114,12 @@ pub struct KmsArgs {
     /// OpenBao/Vault token for `vault-transit`.
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, default_value = "")]
     pub vault_token: String,
-    /// Transit mount.
-    #[arg(long, default_value = "transit")]
-    pub transit_mount: String,
+    /// Transit mount (same flag as `sb-operator run`).
+    #[arg(long, alias = "transit-mount", env = "SB_VAULT_TRANSIT_MOUNT", default_value = "transit")]
+    pub vault_transit_mount: String,
     /// Transit key name (created derived when missing).
-    #[arg(long, default_value = "sb-operator")]
-    pub transit_key: String,
+    #[arg(long, alias = "transit-key", env = "SB_VAULT_TRANSIT_KEY", default_value = "sb-operator")]
+    pub vault_transit_key: String,
     /// KMS key id or ARN for `aws-kms`.
     #[arg(long, env = "SB_AWS_KMS_KEY_ID", default_value = "")]
     pub aws_kms_key_id: String,
@@ -127,8 +127,8 @@ pub struct KmsArgs {
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub aws_region: String,
     /// Override the KMS endpoint (moto, LocalStack, a VPC endpoint).
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    pub aws_endpoint_url: Option<String>,
+    #[arg(long, alias = "aws-endpoint-url", env = "SB_AWS_ENDPOINT")]
+    pub aws_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -145,13 +145,13 @@ impl KmsArgs {
             KmsKind::VaultTransit => KeyManagerConfig::VaultTransit {
                 addr: self.vault_addr.clone(),
                 token: self.vault_token.clone(),
-                mount: self.transit_mount.clone(),
-                key: self.transit_key.clone(),
+                mount: self.vault_transit_mount.clone(),
+                key: self.vault_transit_key.clone(),
             },
             KmsKind::AwsKms => KeyManagerConfig::AwsKms {
                 key_id: self.aws_kms_key_id.clone(),
                 region: self.aws_region.clone(),
-                endpoint: self.aws_endpoint_url.clone(),
+                endpoint: self.aws_endpoint.clone(),
             },
         }
     }
