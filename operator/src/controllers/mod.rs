@@ -14,6 +14,7 @@ mod error;
 pub mod metrics;
 pub mod patch;
 pub mod read;
+pub mod request_gate;
 mod startup;
 
 pub use error::Error;

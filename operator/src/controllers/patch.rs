@@ -2,18 +2,16 @@
 //! provider's new version. GitOps observation (`spec.observe`) is a later step: a patch that
 //! asks for it says so in its status message and stays Executed.
 
-use super::approval::{self, ApprovalSubject, Gate};
 use super::conditions::{apply_status, clear_condition, condition, set_condition};
-use super::{Context, Error, OPERATOR_ACTOR, audit_object, from_time, now_time};
+use super::request_gate::{self, GateStep, GatedRequest};
+use super::{Context, Error, OPERATOR_ACTOR, audit_object, now_time};
 use crate::audit::AuditEvent;
-use crate::policy::target::check_target;
-use crate::store::{JobState, NewJob};
+use crate::store::JobState;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use sb_core::crd::{AgentRegistration, PatchPhase, SecretPatch, SecretPatchStatus};
+use sb_core::crd::{PatchPhase, SecretPatch, SecretPatchStatus};
 use sb_core::protocol::{JobOutcome, JobPayload, JobResult, PatchJob};
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::instrument;
 
 /// Field manager of every write of this controller.
@@ -103,94 +101,38 @@ async fn transition(
 }
 
 async fn gate(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
-    let namespace = obj.namespace().unwrap_or_default();
     let mut status = current_status(obj);
-    let generation = obj.metadata.generation;
-    let registration = Api::<AgentRegistration>::all(ctx.client.clone()).get_opt(&obj.spec.target.agent).await?;
-    if let Err(rejected) = check_target(&obj.spec.target, registration.as_ref()) {
-        set_condition(
-            &mut status.conditions,
-            condition("Approved", false, rejected.reason, rejected.message.clone(), generation),
-        );
-        transition(obj, ctx, status, PatchPhase::Failed, rejected.reason, rejected.message).await?;
-        return Ok(Action::await_change());
-    }
-    let required = match approval::required_for(ctx, &namespace).await? {
-        Ok(n) => n,
-        Err(message) => {
-            transition(obj, ctx, status, PatchPhase::Failed, "InvalidApprovalPolicy", message).await?;
-            return Ok(Action::await_change());
-        }
-    };
     let approvals = obj.status.as_ref().map(|s| s.approvals.clone()).unwrap_or_default();
-    let subject = ApprovalSubject {
+    let request = GatedRequest {
+        action: "patch",
         resource: "secretpatches",
-        namespace: &namespace,
-        name: &obj.name_any(),
+        target: &obj.spec.target,
         requester: &obj.spec.requester,
         approvals: &approvals,
+        explain_ignored: false,
     };
-    let tally = approval::count(ctx, &subject, required).await?;
-    let created = obj.metadata.creation_timestamp.as_ref().map(from_time).unwrap_or_else(chrono::Utc::now);
-    match approval::decide(&tally, created, ctx.config.approval_window, chrono::Utc::now()) {
-        Gate::Denied { by, reason, summary } => {
-            status.approval_summary = Some(summary);
-            let message = format!("denied by {by}: {reason}");
-            set_condition(&mut status.conditions, condition("Approved", false, "Denied", message.clone(), generation));
+    let mut decision = request_gate::run(ctx, obj, request, || payload(obj)).await?;
+    decision.record(&mut status.conditions, &mut status.approval_summary);
+    match decision.step {
+        GateStep::Refused { reason, message } => {
+            transition(obj, ctx, status, PatchPhase::Failed, &reason, message).await?;
+            Ok(Action::await_change())
+        }
+        GateStep::Denied { message } => {
             transition(obj, ctx, status, PatchPhase::Denied, "Denied", message).await?;
             Ok(Action::await_change())
         }
-        Gate::Expired { summary } => {
-            // SecretPatch has no Expired phase: an unapproved patch fails with the reason.
-            status.approval_summary = Some(summary);
-            let message = "the approval window ended before enough approvals arrived".to_owned();
-            set_condition(
-                &mut status.conditions,
-                condition("Approved", false, "ApprovalWindowExpired", message.clone(), generation),
-            );
+        // SecretPatch has no Expired phase: an unapproved patch fails with the reason.
+        GateStep::Expired { message } => {
             transition(obj, ctx, status, PatchPhase::Failed, "ApprovalWindowExpired", message).await?;
             Ok(Action::await_change())
         }
-        Gate::Waiting { summary, deadline } => {
-            let message = format!("waiting for approvals ({summary})");
-            set_condition(
-                &mut status.conditions,
-                condition("Approved", false, "WaitingForApproval", message.clone(), generation),
-            );
-            status.approval_summary = Some(summary);
+        GateStep::Waiting { message, requeue } => {
             transition(obj, ctx, status, PatchPhase::Pending, "WaitingForApproval", message).await?;
-            let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
-            Ok(Action::requeue(left.max(Duration::from_secs(1))))
+            Ok(Action::requeue(requeue))
         }
-        Gate::Approved { approvers, summary } => {
-            for approver in &approvers {
-                ctx.audit(
-                    AuditEvent::now(format!("user:{approver}"), "patch.approval", audit_object(obj))
-                        .outcome("Counted", "Approve"),
-                )
-                .await?;
-            }
-            let payload = payload(obj)?;
-            let job = NewJob {
-                agent: obj.spec.target.agent.clone(),
-                object: audit_object(obj),
-                generation: generation.unwrap_or(1),
-                payload,
-            };
-            let enqueued = ctx.store.enqueue_job(OPERATOR_ACTOR, job).await?;
-            tracing::Span::current().record("job_id", enqueued.job_id.as_str());
-            set_condition(
-                &mut status.conditions,
-                condition("Approved", true, "Approved", format!("approved by {}", approvers.join(", ")), generation),
-            );
-            status.approval_summary = Some(summary);
-            status.job_id = Some(enqueued.job_id.clone());
-            let message = format!(
-                "approved by {}; job {} queued for agent {}",
-                approvers.join(", "),
-                enqueued.job_id,
-                obj.spec.target.agent
-            );
+        GateStep::Queued { job_id, message } => {
+            status.job_id = Some(job_id);
             transition(obj, ctx, status, PatchPhase::Queued, "Queued", message).await?;
             Ok(Action::requeue(ctx.config.poll_interval))
         }

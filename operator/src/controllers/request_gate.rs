@@ -1,0 +1,153 @@
+//! The pre-job gate both request controllers share: target check, required approvals, the
+//! approval count and window, then the job, enqueued idempotently from (uid, generation).
+//! It decides and enqueues; each controller maps the decision to its own phases and writes
+//! its own status.
+
+use super::approval::{self, ApprovalSubject, Gate};
+use super::conditions::{condition, set_condition};
+use super::{Context, Error, OPERATOR_ACTOR, audit_object, from_time};
+use crate::audit::AuditEvent;
+use crate::policy::target::check_target;
+use crate::store::NewJob;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{Api, Resource, ResourceExt};
+use sb_core::crd::{AgentRegistration, Approval, TargetRef};
+use sb_core::protocol::JobPayload;
+use std::time::Duration;
+
+/// One request as the gate sees it.
+pub struct GatedRequest<'a> {
+    /// Prefix of the audit actions (`read`, `patch`).
+    pub action: &'static str,
+    /// Plural resource, for the approvers' access reviews.
+    pub resource: &'static str,
+    pub target: &'a TargetRef,
+    pub requester: &'a str,
+    pub approvals: &'a [Approval],
+    /// Name the approvals that did not count in the waiting message.
+    pub explain_ignored: bool,
+}
+
+/// What the gate decided.
+pub enum GateStep {
+    /// The target or the namespace's approval policy is invalid: the request fails.
+    Refused { reason: String, message: String },
+    /// An approver denied it.
+    Denied { message: String },
+    /// The approval window ended.
+    Expired { message: String },
+    /// Still waiting; look again after `requeue`.
+    Waiting { message: String, requeue: Duration },
+    /// Approved and queued.
+    Queued { job_id: String, message: String },
+}
+
+/// The decision, with the `Approved` condition and the approval summary to record.
+pub struct GateDecision {
+    pub step: GateStep,
+    approved: Option<Condition>,
+    summary: Option<String>,
+}
+
+impl GateDecision {
+    /// Records the `Approved` condition and the approval summary in a status.
+    pub fn record(&mut self, conditions: &mut Vec<Condition>, approval_summary: &mut Option<String>) {
+        if let Some(c) = self.approved.take() {
+            set_condition(conditions, c);
+        }
+        if let Some(s) = self.summary.take() {
+            *approval_summary = Some(s);
+        }
+    }
+}
+
+/// Runs the gate for `obj`; `payload` builds the job only once it is approved.
+pub async fn run<K>(
+    ctx: &Context,
+    obj: &K,
+    request: GatedRequest<'_>,
+    payload: impl FnOnce() -> Result<JobPayload, Error>,
+) -> Result<GateDecision, Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let namespace = obj.namespace().unwrap_or_default();
+    let generation = obj.meta().generation;
+    let registration = Api::<AgentRegistration>::all(ctx.client.clone()).get_opt(&request.target.agent).await?;
+    if let Err(rejected) = check_target(request.target, registration.as_ref()) {
+        let approved = condition("Approved", false, rejected.reason, rejected.message.clone(), generation);
+        let step = GateStep::Refused { reason: rejected.reason.into(), message: rejected.message };
+        return Ok(GateDecision { step, approved: Some(approved), summary: None });
+    }
+    let required = match approval::required_for(ctx, &namespace).await? {
+        Ok(n) => n,
+        Err(message) => {
+            let step = GateStep::Refused { reason: "InvalidApprovalPolicy".into(), message };
+            return Ok(GateDecision { step, approved: None, summary: None });
+        }
+    };
+    let name = obj.name_any();
+    let subject = ApprovalSubject {
+        resource: request.resource,
+        namespace: &namespace,
+        name: &name,
+        requester: request.requester,
+        approvals: request.approvals,
+    };
+    let tally = approval::count(ctx, &subject, required).await?;
+    let created = obj.meta().creation_timestamp.as_ref().map(from_time).unwrap_or_else(chrono::Utc::now);
+    let decided = |step, reason: &str, message: String, summary| GateDecision {
+        approved: Some(condition("Approved", false, reason, message, generation)),
+        summary: Some(summary),
+        step,
+    };
+    Ok(match approval::decide(&tally, created, ctx.config.approval_window, chrono::Utc::now()) {
+        Gate::Denied { by, reason, summary } => {
+            let message = format!("denied by {by}: {reason}");
+            decided(GateStep::Denied { message: message.clone() }, "Denied", message, summary)
+        }
+        Gate::Expired { summary } => {
+            let message = "the approval window ended before enough approvals arrived".to_owned();
+            decided(GateStep::Expired { message: message.clone() }, "ApprovalWindowExpired", message, summary)
+        }
+        Gate::Waiting { summary, deadline } => {
+            let mut message = format!("waiting for approvals ({summary})");
+            let ignored: Vec<String> = tally.ignored.iter().map(|(who, why)| format!("{who} ({why:?})")).collect();
+            if request.explain_ignored && !ignored.is_empty() {
+                message.push_str(&format!("; not counted: {}", ignored.join(", ")));
+            }
+            let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+            let step = GateStep::Waiting { message: message.clone(), requeue: left.max(Duration::from_secs(1)) };
+            decided(step, "WaitingForApproval", message, summary)
+        }
+        Gate::Approved { approvers, summary } => {
+            for approver in &approvers {
+                ctx.audit(
+                    AuditEvent::now(
+                        format!("user:{approver}"),
+                        format!("{}.approval", request.action),
+                        audit_object(obj),
+                    )
+                    .outcome("Counted", "Approve"),
+                )
+                .await?;
+            }
+            let job = NewJob {
+                agent: request.target.agent.clone(),
+                object: audit_object(obj),
+                generation: generation.unwrap_or(1),
+                payload: payload()?,
+            };
+            let enqueued = ctx.store.enqueue_job(OPERATOR_ACTOR, job).await?;
+            tracing::Span::current().record("job_id", enqueued.job_id.as_str());
+            let by = approvers.join(", ");
+            let message =
+                format!("approved by {by}; job {} queued for agent {}", enqueued.job_id, request.target.agent);
+            GateDecision {
+                approved: Some(condition("Approved", true, "Approved", format!("approved by {by}"), generation)),
+                summary: Some(summary),
+                step: GateStep::Queued { job_id: enqueued.job_id, message },
+            }
+        }
+    })
+}
