@@ -5,7 +5,7 @@ mod commands;
 use crate::kms::KeyManagerConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Secrets Bridge operator: the control plane that decides, records and relays secret
 /// requests. It never holds a plaintext value or a provider credential.
@@ -100,14 +100,18 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
+/// The local key file of `serve` and `agent identity` when `--kms-key-file` is not given.
+pub const DEFAULT_KEY_FILE: &str = "sb-operator.kek";
+
 /// Which key manager wraps the data keys of encrypted columns.
 #[derive(Args, Debug, Clone)]
 pub struct KmsArgs {
     #[arg(long, value_enum, env = "SB_KMS", default_value_t = KmsKind::Local)]
     pub kms: KmsKind,
-    /// Key file of the `local` key manager (32 bytes; created 0600 when missing).
-    #[arg(long, env = "SB_KMS_KEY_FILE", default_value = "sb-operator.kek")]
-    pub kms_key_file: PathBuf,
+    /// Key file of `--kms local` (32 bytes; created 0600 when missing); default
+    /// `<data-dir>/kek.bin` for `run`, `sb-operator.kek` for `serve`.
+    #[arg(long, env = "SB_KMS_KEY_FILE")]
+    pub kms_key_file: Option<PathBuf>,
     /// OpenBao/Vault address for `vault-transit`.
     #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
     pub vault_addr: String,
@@ -133,15 +137,21 @@ pub struct KmsArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum KmsKind {
+    /// A 32-byte key file (development, single node).
     Local,
+    /// OpenBao / Vault transit.
     VaultTransit,
+    /// AWS KMS.
     AwsKms,
 }
 
 impl KmsArgs {
-    pub fn config(&self) -> KeyManagerConfig {
+    /// The key manager configuration; `default_key_file` is the local key file when none is given.
+    pub fn config(&self, default_key_file: &Path) -> KeyManagerConfig {
         match self.kms {
-            KmsKind::Local => KeyManagerConfig::Local { key_file: self.kms_key_file.clone() },
+            KmsKind::Local => KeyManagerConfig::Local {
+                key_file: self.kms_key_file.clone().unwrap_or_else(|| default_key_file.to_path_buf()),
+            },
             KmsKind::VaultTransit => KeyManagerConfig::VaultTransit {
                 addr: self.vault_addr.clone(),
                 token: self.vault_token.clone(),

@@ -23,7 +23,7 @@ fn init_json_logs() {
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_json_logs();
     install_crypto_provider();
-    let keys = args.kms.config().build().await.context("key manager")?;
+    let keys = args.kms.config(std::path::Path::new(super::DEFAULT_KEY_FILE)).build().await.context("key manager")?;
     let options = StoreOptions { lease_duration: Duration::from_secs(args.lease_seconds), ..StoreOptions::default() };
     let store = Store::connect(&args.database.database_url, keys, options).await.context("store")?;
     let tls = ServingTls::load_or_generate(&args.tls_dir, &args.tls_names).context("TLS material")?;
@@ -50,7 +50,7 @@ pub(super) async fn audit_verify(database: DatabaseArgs) -> anyhow::Result<()> {
 pub(super) async fn agent(command: AgentCommand) -> anyhow::Result<()> {
     let AgentCommand::Identity { database, kms, agent_id, endpoint, tls_dir, tls_names, grace_seconds, out } = command;
     install_crypto_provider();
-    let keys = kms.config().build().await.context("key manager")?;
+    let keys = kms.config(std::path::Path::new(super::DEFAULT_KEY_FILE)).build().await.context("key manager")?;
     let store = Store::connect(&database.database_url, keys, StoreOptions::default()).await.context("store")?;
     let tls = ServingTls::load_or_generate(&tls_dir, &tls_names).context("TLS material")?;
     let mut raw = zeroize::Zeroizing::new([0u8; 32]);

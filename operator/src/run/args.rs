@@ -1,20 +1,10 @@
 //! Flags of `sb-operator run`; each also reads an `SB_*` environment variable.
 
+use crate::cli::KmsArgs;
 use crate::kms::KeyManagerConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Which key manager wraps the store's data keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum KmsKind {
-    /// A 32-byte key file (development, single node).
-    Local,
-    /// OpenBao / Vault transit.
-    VaultTransit,
-    /// AWS KMS.
-    AwsKms,
-}
 
 /// `sb-operator run`: the control plane.
 #[derive(clap::Args, Debug, Clone)]
@@ -28,33 +18,9 @@ pub struct RunArgs {
     /// `sqlite://…`, `postgres://…` or a file path; default `sqlite://<data-dir>/sb.db`.
     #[arg(long, env = "SB_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Key manager for envelope encryption at rest.
-    #[arg(long, env = "SB_KMS", value_enum, default_value = "local")]
-    pub kms: KmsKind,
-    /// Key file of `--kms local`; default `<data-dir>/kek.bin` (created 0600 when missing).
-    #[arg(long, env = "SB_KMS_KEY_FILE")]
-    pub kms_key_file: Option<PathBuf>,
-    /// Vault/OpenBao address for `--kms vault-transit`.
-    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
-    pub vault_addr: String,
-    /// Vault token for `--kms vault-transit`.
-    #[arg(long, env = "VAULT_TOKEN", default_value = "", hide_env_values = true)]
-    pub vault_token: String,
-    /// Transit mount.
-    #[arg(long, env = "SB_VAULT_TRANSIT_MOUNT", default_value = "transit")]
-    pub vault_transit_mount: String,
-    /// Transit key name.
-    #[arg(long, env = "SB_VAULT_TRANSIT_KEY", default_value = "sb-operator")]
-    pub vault_transit_key: String,
-    /// KMS key id or ARN for `--kms aws-kms`.
-    #[arg(long, env = "SB_AWS_KMS_KEY_ID", default_value = "")]
-    pub aws_kms_key_id: String,
-    /// AWS region.
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    pub aws_region: String,
-    /// AWS endpoint override (e.g. moto).
-    #[arg(long, env = "SB_AWS_ENDPOINT")]
-    pub aws_endpoint: Option<String>,
+    /// Key manager for envelope encryption at rest (the same flags as `sb-operator serve`).
+    #[command(flatten)]
+    pub kms: KmsArgs,
     /// Where the agent API listens (HTTPS).
     #[arg(long, env = "SB_AGENT_API_LISTEN", default_value = "0.0.0.0:8443")]
     pub agent_api_listen: SocketAddr,
@@ -104,24 +70,9 @@ impl RunArgs {
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("sb.db").display()))
     }
 
-    /// The key manager configuration.
+    /// The key manager configuration; the local key file defaults to `<data-dir>/kek.bin`.
     pub fn kms_config(&self) -> KeyManagerConfig {
-        match self.kms {
-            KmsKind::Local => KeyManagerConfig::Local {
-                key_file: self.kms_key_file.clone().unwrap_or_else(|| self.data_dir.join("kek.bin")),
-            },
-            KmsKind::VaultTransit => KeyManagerConfig::VaultTransit {
-                addr: self.vault_addr.clone(),
-                token: self.vault_token.clone(),
-                mount: self.vault_transit_mount.clone(),
-                key: self.vault_transit_key.clone(),
-            },
-            KmsKind::AwsKms => KeyManagerConfig::AwsKms {
-                key_id: self.aws_kms_key_id.clone(),
-                region: self.aws_region.clone(),
-                endpoint: self.aws_endpoint.clone(),
-            },
-        }
+        self.kms.config(&self.data_dir.join("kek.bin"))
     }
 
     /// The endpoint agents are told to use.

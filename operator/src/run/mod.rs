@@ -6,7 +6,8 @@ mod leader;
 mod ops;
 mod tls_secret;
 
-pub use args::{KmsKind, RunArgs, parse_duration};
+pub use crate::cli::KmsKind;
+pub use args::{RunArgs, parse_duration};
 pub use leader::LEASE_NAME;
 pub use ops::ops_router;
 pub use tls_secret::TlsSecretError;
