@@ -43,8 +43,8 @@ pub fn json_merge_patch(target: &Value, patch: &Value) -> Result<Value, PatchErr
 /// that does not apply is [`PatchError::Invalid`] (or [`PatchError::TestFailed`]), with the
 /// wording of the evanphx/json-patch library the real apiserver uses.
 pub fn json_patch(target: &Value, ops: &Value) -> Result<Value, PatchError> {
-    let patch: json_patch::Patch =
-        serde_json::from_value(ops.clone()).map_err(|e| PatchError::BadRequest(format!("invalid JSON patch: {e}")))?;
+    let patch: json_patch::Patch = serde_json::from_value(null_tests_on_missing_paths(target, ops.clone()))
+        .map_err(|e| PatchError::BadRequest(format!("invalid JSON patch: {e}")))?;
     let mut out = target.clone();
     if let Err(e) = json_patch::patch(&mut out, &patch) {
         let path = e.path.to_string();
@@ -68,6 +68,21 @@ pub fn json_patch(target: &Value, ops: &Value) -> Result<Value, PatchError> {
         });
     }
     Ok(out)
+}
+
+/// evanphx/json-patch (the real apiserver's library) treats a missing path as `null` in a
+/// `test` operation, and kube-runtime's finalizer helper relies on it (`test
+/// /metadata/finalizers null` before adding the first finalizer). Such tests hold, so they
+/// are dropped before the `json-patch` crate, which would fail them, sees the patch.
+fn null_tests_on_missing_paths(target: &Value, mut ops: Value) -> Value {
+    if let Some(list) = ops.as_array_mut() {
+        list.retain(|op| {
+            !(op["op"] == "test"
+                && op.get("value").is_none_or(Value::is_null)
+                && op["path"].as_str().is_some_and(|p| target.pointer(p).is_none_or(Value::is_null)))
+        });
+    }
+    ops
 }
 
 /// Strategic merge patch as kubectl sends it for built-in kinds (Secret, ConfigMap,

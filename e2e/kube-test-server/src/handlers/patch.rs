@@ -67,20 +67,6 @@ fn conflicts(rr: &ResourceReq, e: &ApplyError) -> ApiError {
     err
 }
 
-/// The real server (evanphx/json-patch) treats a missing path as `null` in a `test`
-/// operation; kube-runtime's finalizer helper relies on it (`test /metadata/finalizers null`
-/// before adding the first finalizer). Such tests are dropped here since they hold.
-fn null_tests_on_missing_paths(target: &Value, mut ops: Value) -> Value {
-    if let Some(list) = ops.as_array_mut() {
-        list.retain(|op| {
-            !(op["op"] == "test"
-                && op.get("value").is_none_or(Value::is_null)
-                && op["path"].as_str().is_some_and(|p| target.pointer(p).is_none_or(Value::is_null)))
-        });
-    }
-    ops
-}
-
 pub fn patch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response> {
     let ct = ctx.header("content-type").split(';').next().unwrap_or("").trim().to_string();
     let custom = rr.rt.is_custom();
@@ -155,7 +141,7 @@ pub fn patch(app: &Arc<App>, ctx: &Ctx, rr: &ResourceReq) -> ApiResult<Response>
     };
     let current = for_version(old.clone(), rr);
     let patched = match ct.as_str() {
-        "application/json-patch+json" => kts_patch::json_patch(&current, &null_tests_on_missing_paths(&current, body)),
+        "application/json-patch+json" => kts_patch::json_patch(&current, &body),
         "application/merge-patch+json" => kts_patch::json_merge_patch(&current, &body),
         _ => kts_patch::strategic_merge_patch(&current, &body),
     }
