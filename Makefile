@@ -9,7 +9,7 @@ help: ## List the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## Install (idempotently) what the tests need: cargo-nextest, kubectl
+tools: ## Install (idempotently) what the tests need: cargo-nextest; build kube-apiserver, kubectl, helm (cached)
 	@scripts/ensure-tools.sh
 
 .PHONY: build
@@ -51,8 +51,12 @@ crdgen: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types in c
 	$(CARGO) run --quiet -p sb-operator -- crdgen --out charts/secrets-bridge/crds
 
 .PHONY: e2e
-e2e: tools services build ## Only the end-to-end scenarios (real processes, OpenBao, moto, PostgreSQL, real kubectl)
-	$(CARGO) nextest run -p sb-e2e -p kube-test-server --no-fail-fast
+e2e: tools services build ## Only the end-to-end scenarios (real kube-apiserver + etcd, kubectl, helm, OpenBao, moto, PostgreSQL)
+	$(CARGO) nextest run -p sb-e2e --no-fail-fast
+
+.PHONY: kube
+kube: ## Build (cached by go.sum) the real control plane for tests: kube-apiserver + etcd + controller-manager, kubectl, helm
+	@scripts/kube.sh
 
 # Where `make install` puts the kubectl plugin; kubectl finds plugins on PATH.
 PREFIX ?= $(HOME)/.cargo

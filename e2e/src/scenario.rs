@@ -3,7 +3,7 @@
 //! and a user who may edit status but lacks `approve` (mallory); the AgentRegistration
 //! `edge`; the operator process; and the scripted agent holding the minted identity.
 
-use crate::operator::{OPERATOR_NAMESPACE, OPERATOR_USER, Operator};
+use crate::operator::{OPERATOR_NAMESPACE, Operator};
 use crate::scripted_agent::ScriptedAgent;
 use crate::{Cluster, KubectlRun};
 use anyhow::Context;
@@ -15,13 +15,8 @@ use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 /// Users of every scenario.
-pub const USERS: &[(&str, &[&str])] = &[
-    ("alice", &["developers"]),
-    ("bob", &["approvers"]),
-    ("mallory", &["status-editors"]),
-    ("carol", &["leads"]),
-    (OPERATOR_USER, &["system:serviceaccounts", "system:serviceaccounts:secrets-bridge"]),
-];
+pub const USERS: &[(&str, &[&str])] =
+    &[("alice", &["developers"]), ("bob", &["approvers"]), ("mallory", &["status-editors"]), ("carol", &["leads"])];
 
 /// team-a: alice requests (by group); bob and alice approve, bound by user name because the
 /// operator's SubjectAccessReview knows only the approver's name (alice holding `approve`
@@ -99,13 +94,9 @@ impl Scenario {
     pub async fn start_with(operator_args: &[&str]) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cluster = Cluster::start(USERS).await?;
-        cluster.apply_repo_path("crds").await?;
-        cluster
-            .kubectl("admin", &["wait", "--for=condition=Established", "crd", "--all", "--timeout=20s"], None)
-            .await?
-            .expect_ok("waiting for the CRDs");
-        cluster.apply_repo_path("charts/secrets-bridge/files").await?;
+        cluster.install_chart(OPERATOR_NAMESPACE, &[]).await?;
         cluster.kubectl("admin", &["apply", "-f", "-"], Some(TEAM_A)).await?.expect_ok("team-a setup");
+        cluster.wait_for_admission_policies("team-a", "alice").await?;
         let operator = Operator::start(&cluster, operator_args).await?;
         let admin = cluster.server.client_as("admin").await?;
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);

@@ -43,14 +43,9 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: status-edito
 
 async fn cluster_with_crds_and_policies() -> Cluster {
     let cluster = Cluster::start(USERS).await.unwrap();
-    cluster.apply_repo_path("crds").await.unwrap();
-    cluster
-        .kubectl("admin", &["wait", "--for=condition=Established", "crd", "--all", "--timeout=20s"], None)
-        .await
-        .unwrap()
-        .expect_ok("waiting for the CRDs");
-    cluster.apply_repo_path("charts/secrets-bridge/files").await.unwrap();
+    cluster.install_chart("secrets-bridge", &[]).await.unwrap();
     cluster.kubectl("admin", &["apply", "-f", "-"], Some(TEAM_A)).await.unwrap().expect_ok("team-a setup");
+    cluster.wait_for_admission_policies("team-a", "alice").await.unwrap();
     cluster
 }
 

@@ -53,6 +53,6 @@ async fn an_agent_killed_mid_patch_leaves_the_change_applied_exactly_once() {
     let after = s.moto.get(&name).await.unwrap();
     assert_eq!(after, BTreeMap::from([("password".into(), new_pw.clone()), ("username".into(), "svc".into())]));
 
-    s.assert_no_canary_in_control_plane(&[&old, &new_pw], None);
+    s.assert_no_canary_in_control_plane(&[&old, &new_pw], None).await;
     s.stop().await.unwrap();
 }

@@ -21,7 +21,7 @@ async fn the_demo_walks_through_every_flow_and_exits_zero() {
         "rotate-db   Executed",
         "[alice]$ kubectl apply -f rotate-api.yaml",
         "catalog.secrets-bridge.io/owner=payments",
-        "Stopping the agent, the operator and the API server.",
+        "Stopping the agent, the operator and the Kubernetes control plane.",
     ] {
         assert!(stdout.contains(expected), "the tutorial lacks {expected:?}\n{stdout}");
     }

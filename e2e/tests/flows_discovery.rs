@@ -59,6 +59,6 @@ async fn discovery_fills_a_catalog_that_kubectl_filters_by_label() {
     assert!(!web.stdout.contains(&s.ref_of("db")), "{}", web.stdout);
 
     // Discovery lists metadata only: the values never leave the providers.
-    s.assert_no_canary_in_control_plane(&[&canary], None);
+    s.assert_no_canary_in_control_plane(&[&canary], None).await;
     s.stop().await.unwrap();
 }

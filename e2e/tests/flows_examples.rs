@@ -23,19 +23,17 @@ fn the_committed_patch_example_opens_with_the_demo_key_and_names_its_binding() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn argocd_may_submit_the_committed_patch_for_its_author_and_others_may_not() {
-    let cluster = Cluster::start(&[(ARGOCD, &["system:serviceaccounts"]), ("carol", &["developers"])]).await.unwrap();
-    cluster.apply_repo_path("crds").await.unwrap();
-    cluster
-        .kubectl("admin", &["wait", "--for=condition=Established", "crd", "--all", "--timeout=20s"], None)
-        .await
-        .unwrap()
-        .expect_ok("CRDs established");
-    cluster.apply_repo_path("charts/secrets-bridge/files").await.unwrap();
+    let cluster = Cluster::start(&[("carol", &["developers"])]).await.unwrap();
+    cluster.install_chart("secrets-bridge", &[]).await.unwrap();
+    // ArgoCD's application controller, a real ServiceAccount with a TokenRequest token.
+    cluster.kubectl("admin", &["create", "namespace", "argocd"], None).await.unwrap().expect_ok("argocd namespace");
+    cluster.server.service_account("argocd", "argocd-application-controller").await.unwrap();
     let requesters = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n---\n\
 apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: requesters, namespace: team-a}\n\
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets-bridge-requester}\n\
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: developers}]\n";
     cluster.kubectl("admin", &["apply", "-f", "-"], Some(requesters)).await.unwrap().expect_ok("team-a");
+    cluster.wait_for_admission_policies("team-a", "carol").await.unwrap();
 
     // The RBAC half of the ArgoCD example (the Application kind needs ArgoCD itself).
     let example = std::fs::read_to_string(repo_root().join("examples/argocd-application.yaml")).unwrap();

@@ -86,7 +86,7 @@ async fn patches_from_the_plugin_and_from_a_committed_manifest_keep_untouched_ke
     assert_eq!(after, BTreeMap::from([("api_key".into(), new_key.clone()), ("client_id".into(), "web".into())]));
 
     let canaries = [old.as_str(), new_pw.as_str(), new_key.as_str()];
-    s.assert_no_canary_in_control_plane(&canaries, None);
+    s.assert_no_canary_in_control_plane(&canaries, None).await;
     s.stop().await.unwrap();
 }
 
@@ -123,6 +123,6 @@ async fn a_full_flow_on_postgres_leaves_no_value_in_the_database() {
 
     let dump = db.dump().unwrap();
     assert!(dump.contains("audit_events") && dump.contains("job.complete"), "the dump holds the store's rows");
-    s.assert_no_canary_in_control_plane(&[&old, &new_pw], Some(&dump));
+    s.assert_no_canary_in_control_plane(&[&old, &new_pw], Some(&dump)).await;
     s.stop().await.unwrap();
 }

@@ -71,9 +71,13 @@ async fn a_read_approved_by_someone_else_is_revealed_once() {
     )
     .await
     .expect_ok("control Secret");
-    let found = s.control_plane_sightings(&[&control], None).0;
-    assert!(found.iter().any(|f| f.contains("API server")), "the canary check is blind: {found:?}");
-    s.assert_no_canary_in_control_plane(&[&canary], None);
+    let found = s.control_plane_sightings(&[&control], None).await.0;
+    assert!(
+        found.iter().any(|f| f.contains("Kubernetes storage: object Secret")),
+        "the API search is blind: {found:?}"
+    );
+    assert!(found.iter().any(|f| f.contains("Kubernetes storage: etcd file")), "the etcd search is blind: {found:?}");
+    s.assert_no_canary_in_control_plane(&[&canary], None).await;
     s.stop().await.unwrap();
 }
 
@@ -100,7 +104,7 @@ async fn a_denied_read_ends_without_a_value() {
         .expect_err("reveal of a denied request");
     assert!(err.to_lowercase().contains("denied"), "{err}");
 
-    s.assert_no_canary_in_control_plane(&[&canary], None);
+    s.assert_no_canary_in_control_plane(&[&canary], None).await;
     s.stop().await.unwrap();
 }
 
@@ -139,6 +143,6 @@ async fn an_unrevealed_delivery_expires() {
         .expect_err("reveal after expiry");
     assert!(err.to_lowercase().contains("expired"), "{err}");
 
-    s.assert_no_canary_in_control_plane(&[&canary], None);
+    s.assert_no_canary_in_control_plane(&[&canary], None).await;
     s.stop().await.unwrap();
 }

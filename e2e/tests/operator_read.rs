@@ -97,8 +97,8 @@ async fn an_approved_read_is_delivered_sealed_and_revealed_once() {
     assert_eq!(opened.expose(), canary.as_bytes(), "the requester's key opens the delivery");
 
     // Only ciphertext anywhere: the cluster, the operator's database and its logs.
-    let dump = serde_json::to_string(&s.cluster.server.dump_all()).unwrap();
-    assert!(!dump.contains(&canary), "plaintext found in the cluster");
+    let found = s.cluster.server.find_plaintext(&canary).await.unwrap();
+    assert!(found.is_empty(), "plaintext found in the cluster: {found:?}");
     let database = std::fs::read(s.operator.database_path()).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&database).contains(&canary), "plaintext found in the store");
     assert!(!s.operator.logs().contains(&canary), "plaintext found in the operator's log");

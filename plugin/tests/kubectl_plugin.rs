@@ -12,7 +12,7 @@ use support::{Env, NS, kubectl_path};
 fn kubectl(env: &Env, bin: &Path, user: &str, args: &[&str]) -> Command {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let mut command = Command::new(kubectl_path());
-    command.args(args).env("PATH", path).env("KUBECONFIG", env.server.kubeconfig_for(user).unwrap());
+    command.args(args).env("PATH", path).env("KUBECONFIG", env.cluster.server.kubeconfig_for(user).unwrap());
     command
 }
 
@@ -51,5 +51,5 @@ async fn kubectl_finds_sb_and_approve_on_path() {
     env.deliver("via-kubectl", &[("password", &value)]).await;
     let reveal = run("alice", &["sb", "reveal", "via-kubectl", "-n", NS]).await.expect_ok("kubectl sb reveal");
     assert_eq!(reveal.stdout, format!("password='{value}'\n"));
-    env.assert_no_canary_stored();
+    env.assert_no_canary_stored().await;
 }

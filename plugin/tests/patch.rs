@@ -76,7 +76,7 @@ async fn a_patch_seals_file_and_stdin_values_to_the_agent() {
     assert!(open(&agent, Purpose::PatchValue, &aad, &patch.spec.values["password"]).is_err());
 
     env.sb("bob", &["approve", "sp/rotate-db", "--reason", "CHG-1", "-n", NS], None).await.expect_ok("bob approves");
-    env.assert_no_canary_stored();
+    env.assert_no_canary_stored().await;
 }
 
 #[tokio::test]
@@ -109,7 +109,7 @@ async fn a_dry_run_manifest_applies_later_and_still_opens() {
         .expect_ok("kubectl apply of the manifest");
     let patch = Api::<SecretPatch>::namespaced(env.client("admin").await, NS).get(&name).await.unwrap();
     assert_eq!(opened(&patch, &agent, "password"), password);
-    env.assert_no_canary_stored();
+    env.assert_no_canary_stored().await;
 }
 
 #[tokio::test]
@@ -136,5 +136,5 @@ async fn values_on_the_command_line_and_unpublished_keys_are_refused() {
     assert!(err.contains("agent \"nowhere\" is not registered"), "{err}");
     let list = Api::<SecretPatch>::namespaced(env.client("admin").await, NS).list(&Default::default()).await.unwrap();
     assert!(list.items.is_empty());
-    env.assert_no_canary_stored();
+    env.assert_no_canary_stored().await;
 }

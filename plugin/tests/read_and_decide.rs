@@ -140,5 +140,5 @@ async fn read_wait_follows_the_request_to_delivery_or_denial() {
     let (run, ()) = tokio::join!(wait, operator);
     let err = run.expect_err("read --wait on a denied request");
     assert!(err.contains("error: request refused is Denied: denied by bob: no ticket"), "{err}");
-    env.assert_no_canary_stored();
+    env.assert_no_canary_stored().await;
 }

@@ -46,7 +46,7 @@ async fn reveal_prints_exactly_the_values_then_deletes_delivery_and_key() {
     env.set_read_status("db", serde_json::json!({"phase": "Revealed", "revealedAt": "2026-11-22T10:05:00Z"})).await;
     let err = env.sb("alice", &["reveal", "db", "-n", NS], None).await.expect_err("third reveal");
     assert!(err.contains("request db was already revealed at 2026-11-22T10:05:00Z"), "{err}");
-    env.assert_no_canary_stored();
+    env.assert_no_canary_stored().await;
 }
 
 #[tokio::test]
@@ -67,7 +67,7 @@ async fn reveal_waits_for_the_delivery_and_writes_a_private_file() {
     assert!(run.stderr.contains("waiting for approvals") || run.stderr.contains("Pending"), "{}", run.stderr);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), value);
     assert_eq!(mode(&out), 0o600);
-    env.assert_no_canary_stored();
+    env.assert_no_canary_stored().await;
 }
 
 #[tokio::test]
@@ -88,5 +88,5 @@ async fn reveal_explains_what_cannot_be_revealed() {
     env.set_read_status("slow", serde_json::json!({"phase": "Denied", "message": "denied by bob: no ticket"})).await;
     let err = env.sb("alice", &["reveal", "slow", "-n", NS], None).await.expect_err("denied");
     assert!(err.contains("request slow is Denied: denied by bob: no ticket"), "{err}");
-    env.assert_no_canary_stored();
+    env.assert_no_canary_stored().await;
 }

@@ -59,7 +59,7 @@ async fn status_w_follows_a_request_until_it_is_delivered() {
     {
         assert!(run.stdout.contains(expected), "{expected:?} missing from:\n{}", run.stdout);
     }
-    env.assert_no_canary_stored();
+    env.assert_no_canary_stored().await;
 }
 
 #[tokio::test]

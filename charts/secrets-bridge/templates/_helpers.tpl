@@ -8,3 +8,7 @@ app.kubernetes.io/part-of: secrets-bridge
 app.kubernetes.io/name: sb-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
+{{- /* The operator's Kubernetes user name: its ServiceAccount in the release namespace. */ -}}
+{{- define "sb.operatorUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:sb-operator
+{{- end }}

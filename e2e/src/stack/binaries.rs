@@ -3,12 +3,7 @@
 use anyhow::bail;
 use std::path::PathBuf;
 
-/// The target directory (`CARGO_TARGET_DIR`, else `<repo>/target`).
-fn target_dir() -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::repo_root().join("target"));
-    if target.is_relative() { crate::repo_root().join(target) } else { target }
-}
+use crate::target_dir;
 
 /// `target/debug/<name>`; a missing binary is an error that says how to build it.
 pub fn built_binary(name: &str) -> anyhow::Result<PathBuf> {

@@ -1,17 +1,12 @@
 //! The users, namespace, bindings and AgentRegistration every stack starts with.
 
-use crate::operator::OPERATOR_USER;
-
 /// The namespace people work in.
 pub const NAMESPACE: &str = "team-a";
 
-/// alice and carol are developers (requesters), bob approves, admin is cluster-admin.
-pub const USERS: &[(&str, &[&str])] = &[
-    ("alice", &["developers"]),
-    ("bob", &["approvers"]),
-    ("carol", &["developers"]),
-    (OPERATOR_USER, &["system:serviceaccounts", "system:serviceaccounts:secrets-bridge"]),
-];
+/// alice and carol are developers (requesters), bob approves, admin is cluster-admin (the
+/// operator runs as the chart's ServiceAccount).
+pub const USERS: &[(&str, &[&str])] =
+    &[("alice", &["developers"]), ("bob", &["approvers"]), ("carol", &["developers"])];
 
 /// team-a with the shipped roles bound: developers request, bob approves (by user name,
 /// because the operator's SubjectAccessReview knows the approver's name only), everybody may

@@ -81,17 +81,13 @@ impl Stack {
         let prefix = options.prefix.clone().unwrap_or_else(|| format!("sb-e2e-{}/", random_suffix()));
 
         let cluster = Cluster::start(USERS).await?;
-        cluster.apply_repo_path("crds").await?;
-        cluster
-            .kubectl("admin", &["wait", "--for=condition=Established", "crd", "--all", "--timeout=20s"], None)
-            .await?
-            .expect_ok("waiting for the CRDs");
-        cluster.apply_repo_path("charts/secrets-bridge/files").await?;
+        cluster.install_chart(OPERATOR_NAMESPACE, &[]).await?;
         let setup = manifests::setup_yaml(&prefix);
         let applied = cluster.kubectl("admin", &["apply", "-f", "-"], Some(&setup)).await?;
         if !applied.ok {
             bail!("applying the namespace, bindings and AgentRegistration failed: {}", applied.stderr);
         }
+        cluster.wait_for_admission_policies(NAMESPACE, "alice").await?;
 
         let mut args: Vec<String> = vec![];
         if let Some(url) = &options.database_url {

@@ -1,6 +1,7 @@
-//! Scenario harness: the Kubernetes API test server with the shipped CRDs, RBAC roles and
-//! admission policies, the built `kubectl-sb` run as a subprocess per user, and the
-//! operator's part played by the test (as the operator's own service account).
+//! Scenario harness: a real Kubernetes control plane (`sb_e2e::kube`) with the operator chart
+//! installed by the real helm (CRDs, RBAC roles, admission policies), the built `kubectl-sb`
+//! run as a subprocess per user, and the operator's part played by the test with a token of
+//! the chart's own ServiceAccount.
 
 #![allow(dead_code)]
 
@@ -8,22 +9,22 @@ use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use kube_test_server::{Config, TestServer};
 use sb_core::binding::read_aad;
 use sb_core::crd::SecretReadRequest;
 use sb_core::seal::{PublicKey, Purpose, SecretValue, seal};
+use sb_e2e::Cluster;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-/// The operator's identity; the approvals policy exempts it, as in a real install.
+/// The operator's identity (the chart's ServiceAccount); the approvals policy exempts it, as
+/// in a real install.
 pub const OPERATOR: &str = "system:serviceaccount:secrets-bridge:sb-operator";
 pub const NS: &str = "team-a";
 
-const USERS: &[(&str, &[&str])] =
-    &[("alice", &["developers"]), ("bob", &["approvers"]), ("carol", &["developers"]), (OPERATOR, &["system:masters"])];
+const USERS: &[(&str, &[&str])] = &[("alice", &["developers"]), ("bob", &["approvers"]), ("carol", &["developers"])];
 
 /// team-a with alice and carol as requesters and bob as approver; both may read agent registrations.
 const TEAM_A: &str = r#"
@@ -81,33 +82,25 @@ impl Run {
 }
 
 pub struct Env {
-    pub server: TestServer,
+    pub cluster: Cluster,
     home: tempfile::TempDir,
     canaries: Mutex<Vec<String>>,
 }
 
 impl Env {
     pub async fn start() -> Self {
-        let mut config = Config::default();
-        for (name, groups) in USERS {
-            config = config.with_user(name, groups);
-        }
-        let server = TestServer::start(config).await.expect("starting the Kubernetes API test server");
-        let env = Self { server, home: tempfile::tempdir().unwrap(), canaries: Mutex::new(Vec::new()) };
-        for path in ["crds", "charts/secrets-bridge/files"] {
-            let path = repo_file(path);
-            env.kubectl("admin", &["apply", "-f", path.to_str().unwrap()], None).await.expect_ok("applying the chart");
-        }
-        env.kubectl("admin", &["wait", "--for=condition=Established", "crd", "--all", "--timeout=20s"], None)
-            .await
-            .expect_ok("waiting for the CRDs");
+        let cluster = Cluster::start(USERS).await.expect("starting the Kubernetes control plane");
+        cluster.install_chart("secrets-bridge", &[]).await.expect("helm install of the operator chart");
+        cluster.server.service_account("secrets-bridge", "sb-operator").await.expect("a token for the operator");
+        let env = Self { cluster, home: tempfile::tempdir().unwrap(), canaries: Mutex::new(Vec::new()) };
         env.kubectl("admin", &["apply", "-f", "-"], Some(TEAM_A.as_bytes())).await.expect_ok("team-a setup");
+        env.cluster.wait_for_admission_policies(NS, "alice").await.expect("the admission policies in force");
         env
     }
 
     /// Runs the real kubectl as `user`. Its absence fails the test with the way to fix it.
     pub async fn kubectl(&self, user: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
-        let kubeconfig = self.server.kubeconfig_for(user).unwrap();
+        let kubeconfig = self.cluster.server.kubeconfig_for(user).unwrap();
         let mut command = Command::new(kubectl_path());
         command.arg("--kubeconfig").arg(&kubeconfig).args(args);
         self.run(command, user, stdin).await
@@ -132,12 +125,12 @@ impl Env {
     }
 
     pub async fn client(&self, user: &str) -> Client {
-        self.server.client_as(user).await.unwrap()
+        self.cluster.server.client_as(user).await.unwrap()
     }
 
     /// Runs `kubectl-sb --kubeconfig <user's> <args>` with the user's own config dir.
     pub async fn sb(&self, user: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
-        let kubeconfig = self.server.kubeconfig_for(user).unwrap();
+        let kubeconfig = self.cluster.server.kubeconfig_for(user).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_kubectl-sb"));
         command.arg("--kubeconfig").arg(&kubeconfig).args(args);
         self.run(command, user, stdin).await
@@ -226,22 +219,14 @@ impl Env {
             .unwrap();
     }
 
-    /// No canary anywhere in storage: not in any field, not inside any Secret's data.
-    pub fn assert_no_canary_stored(&self) {
+    /// No canary anywhere in the Kubernetes storage: not in any object read through the
+    /// API (raw or base64, Secret data included), not in any file of etcd's data directory.
+    pub async fn assert_no_canary_stored(&self) {
         let canaries = self.canaries.lock().unwrap().clone();
         assert!(!canaries.is_empty(), "the scenario used no canary");
-        for object in self.server.dump_all() {
-            let mut text = object.to_string();
-            if let Some(data) = object.get("data").and_then(Value::as_object) {
-                for value in data.values().filter_map(Value::as_str) {
-                    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(value) {
-                        text.push_str(&String::from_utf8_lossy(&bytes));
-                    }
-                }
-            }
-            for canary in &canaries {
-                assert!(!text.contains(canary.as_str()), "plaintext stored in {text}");
-            }
+        for canary in &canaries {
+            let found = self.cluster.server.find_plaintext(canary).await.expect("searching the storage");
+            assert!(found.is_empty(), "plaintext stored: {found:?}");
         }
     }
 }
@@ -257,9 +242,7 @@ pub fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("plugin/ has a parent").join(path)
 }
 
-/// The real kubectl on PATH.
+/// The real kubectl of the control plane's release (built by `scripts/kube.sh`).
 pub fn kubectl_path() -> PathBuf {
-    let out = Command::new("sh").args(["-c", "command -v kubectl"]).output().unwrap();
-    assert!(out.status.success(), "kubectl is not on PATH: run `make tools` (scripts/ensure-tools.sh installs it)");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    sb_e2e::kubectl_path().expect("kubectl")
 }

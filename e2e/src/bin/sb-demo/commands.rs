@@ -1,8 +1,9 @@
 //! The walkthrough as commands for a real cluster (`sb-demo --print-commands`).
 
 pub const SCRIPT: &str = r#"# Secrets Bridge on a real cluster: the walkthrough of `make demo`, as commands.
-# Prerequisites: KUBECONFIG points at the cluster; the CRDs (crds/), roles and admission
-# policies (charts/secrets-bridge/files/) are installed; sb-operator runs; an agent is
+# Prerequisites: KUBECONFIG points at the cluster; the operator chart is installed
+# (`helm install secrets-bridge charts/secrets-bridge -n secrets-bridge --create-namespace`:
+# CRDs, roles, admission policies, the operator); sb-operator runs; an agent is
 # registered (examples/agentregistration.yaml: agent `edge`, providers `vault` and `aws`) and
 # Ready; the plugin is on PATH (`make install`: kubectl-sb and kubectl-approve).
 # Replace team-a, edge/vault:team-a/db and edge/aws:prod/team-a-api with your own.

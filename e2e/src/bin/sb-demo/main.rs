@@ -1,5 +1,6 @@
 //! `make demo`: the Secrets Bridge flows as a tutorial, on this machine, with nothing but the
-//! repository. Starts the Kubernetes API test server, the operator (SQLite store, local key
+//! repository. Starts a real Kubernetes control plane (kube-apiserver, etcd, controller-manager,
+//! built by scripts/kube.sh) with the operator chart installed by helm, the operator (SQLite store, local key
 //! file) and the real sb-agent against OpenBao dev and moto, then walks through
 //! read → approve → reveal, a patch that keeps untouched keys (from the plugin and as a
 //! committed manifest) and a discovery, printing every kubectl command and its output.
@@ -42,13 +43,10 @@ async fn main() -> ExitCode {
     if std::env::var_os("KUBECONFIG").is_some() {
         println!(
             "Note: KUBECONFIG is set, but this demo never touches that cluster: it starts its own local\n\
-             Kubernetes API test server. For the same walkthrough on a real cluster with Secrets Bridge\n\
+             Kubernetes control plane (kube-apiserver + etcd on loopback). For the same walkthrough on a real cluster with Secrets Bridge\n\
              installed, run `make demo-commands`.\n"
         );
     }
-    // The API test server logs every request unless a subscriber is already set; a tutorial
-    // shows only the commands and what they print.
-    let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -58,14 +56,15 @@ async fn main() -> ExitCode {
     }
 }
 
-const HELP: &str = "Starts a local Kubernetes API test server, sb-operator and sb-agent (OpenBao dev and moto must be
+const HELP: &str = "Starts a local Kubernetes control plane (kube-apiserver, etcd, controller-manager), sb-operator and sb-agent (OpenBao dev and moto must be
 up: scripts/services.sh up bao moto), walks through the read, patch and discovery flows with the
 real kubectl and kubectl-sb, prints each command and its output, and stops what it started.
 With --print-commands it starts nothing and prints the commands to use on a real cluster.";
 
 async fn run() -> anyhow::Result<()> {
-    println!("Starting: a Kubernetes API test server (users alice, bob, carol, admin), the shipped CRDs,");
-    println!("roles and admission policies, sb-operator (SQLite store, local key file), and sb-agent");
+    println!("Starting: a Kubernetes control plane (kube-apiserver v1.34 + etcd; users alice, bob, carol,");
+    println!("admin), `helm install` of the operator chart (CRDs, roles, admission policies), sb-operator as");
+    println!("the chart's ServiceAccount (SQLite store, local key file), and sb-agent");
     println!("serving OpenBao dev (provider `vault`) and moto (provider `aws`) as AgentRegistration `edge`...");
     let options = StackOptions { prefix: Some(format!("demo-{}/", random_suffix())), ..Default::default() };
     let mut stack = Stack::start(options).await?;
@@ -74,7 +73,7 @@ async fn run() -> anyhow::Result<()> {
     if let Err(e) = &outcome {
         eprintln!("{e:#}\n{}", stack.logs());
     }
-    println!("\nStopping the agent, the operator and the API server.");
+    println!("\nStopping the agent, the operator and the Kubernetes control plane.");
     stack.stop().await?;
     outcome?;
     println!("Done. Every command above works the same against a real cluster: `make demo-commands`.");
