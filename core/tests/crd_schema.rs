@@ -1,5 +1,5 @@
-//! The generated CRD schemas refuse malformed objects. The Kubernetes API test server
-//! enforces these same schemas for real; here a JSON-schema validator proves the schema
+//! The generated CRD schemas refuse malformed objects. The real kube-apiserver of the e2e
+//! suite enforces these same schemas (e2e/tests/crds_and_admission.rs); here a JSON-schema validator proves the schema
 //! itself carries the constraints (required fields, enums, lengths, patterns, list sizes).
 
 use serde_json::{Value, json};

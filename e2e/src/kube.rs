@@ -188,7 +188,15 @@ impl ControlPlane {
                 let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
                 let list =
                     api.list(&ListParams::default()).await.with_context(|| format!("listing {}", resource.plural))?;
-                objects.extend(list.items.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()));
+                // List items come without apiVersion/kind; name them for the reader of a finding.
+                let types =
+                    kube::api::TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() };
+                objects.extend(
+                    list.items
+                        .into_iter()
+                        .map(|o| DynamicObject { types: Some(types.clone()), ..o })
+                        .map(|o| serde_json::to_value(o).unwrap_or_default()),
+                );
             }
         }
         Ok(objects)

@@ -1,4 +1,4 @@
-//! One operator scenario: the test server with the shipped CRDs, roles, admission policies
+//! One operator scenario: a real control plane with the chart's CRDs, roles, admission policies
 //! and the operator's RBAC; namespace `team-a` with a requester (alice), an approver (bob)
 //! and a user who may edit status but lacks `approve` (mallory); the AgentRegistration
 //! `edge`; the operator process; and the scripted agent holding the minted identity.

@@ -1,5 +1,5 @@
 //! The shipped CRDs, RBAC roles and admission policies, driven with the real kubectl against
-//! the Kubernetes API test server: the API server refuses malformed objects, requests made
+//! a real kube-apiserver (installed by helm): the API server refuses malformed objects, requests made
 //! in someone else's name, and approvals that are not the approver's own to give.
 
 use sb_e2e::{Cluster, repo_root};

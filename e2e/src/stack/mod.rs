@@ -1,5 +1,5 @@
-//! The whole product as real processes, for one test: the Kubernetes API test server with the
-//! shipped CRDs, roles, admission policies and operator RBAC; the `sb-operator run` process
+//! The whole product as real processes, for one test: a real Kubernetes control plane with the
+//! operator chart installed by helm (CRDs, roles, admission policies and operator RBAC); the `sb-operator run` process
 //! (SQLite or PostgreSQL store, local key file); the AgentRegistration `edge` with providers
 //! `vault` (OpenBao dev) and `aws` (moto); and the real `sb-agent` process holding the
 //! identity the operator minted. People act through the real kubectl and the real plugin.

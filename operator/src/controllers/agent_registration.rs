@@ -117,11 +117,32 @@ async fn set_finalizers(
     Ok(())
 }
 
-/// On deletion: the agent's secrets stop authenticating; the identity Secret goes with its
-/// owner through garbage collection.
+/// On deletion: the agent's secrets stop authenticating and the identity Secret is deleted
+/// now, not whenever the garbage collector notices (a real one watches a newly installed
+/// kind only after its next discovery resync). Only a Secret this registration owns is
+/// deleted, with its uid as a precondition.
 async fn revoke(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
     ctx.audit(AuditEvent::now(OPERATOR_ACTOR, "agent.credential.revoke", audit_object(obj))).await?;
     ctx.store.remove_agent(OPERATOR_ACTOR, &obj.name_any()).await?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
+    let secret_name = identity_secret_name(&obj.name_any());
+    if let Some(secret) = secrets.get_opt(&secret_name).await? {
+        let ours = secret.owner_references().iter().any(|o| Some(&o.uid) == obj.metadata.uid.as_ref());
+        if ours {
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: secret.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match secrets.delete(&secret_name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     Ok(Action::await_change())
 }
 
