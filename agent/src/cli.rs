@@ -1,5 +1,5 @@
-//! Command-line flags. Credentials never come from flags (they would show in `ps`): the
-//! agent secret is read from `SB_AGENT_SECRET` or the identity file only.
+//! Command-line flags. Keys never come from flags (they would show in `ps`): the agent's
+//! seed is read from `SB_AGENT_KEY` or the identity file only.
 
 use clap::Parser;
 use std::net::SocketAddr;
@@ -8,13 +8,20 @@ use std::path::PathBuf;
 /// Secrets Bridge agent: claims approved jobs from the operator over outbound HTTPS and
 /// executes them against the secret providers of its own boundary.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "sb-agent", version, about)]
+#[command(name = "sb-agent", version, about, subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
+#[command(after_help = "First create the agent's identity in its own boundary:\n  \
+    sb-agent identity new --agent-id edge --out identity.json\n\
+    then register the printed public key in AgentRegistration.spec.authKeys and run:\n  \
+    sb-agent --config agent.yaml --identity-file identity.json --operator-url https://... --ca-file ca.pem --spki-pin ...")]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Provider configuration file (YAML).
     #[arg(long, env = "SB_AGENT_CONFIG", value_name = "FILE", required_unless_present = "print_sealing_key")]
     pub config: Option<PathBuf>,
 
-    /// The operator-minted identity.json; used unless SB_AGENT_ID and SB_AGENT_SECRET are both set.
+    /// identity.json from `sb-agent identity new`; used unless SB_AGENT_ID and SB_AGENT_KEY are both set.
     #[arg(long, env = "SB_IDENTITY_FILE", value_name = "FILE")]
     pub identity_file: Option<PathBuf>,
 
@@ -57,4 +64,43 @@ pub struct Cli {
     /// Print the agent id and sealing public key as JSON, then exit.
     #[arg(long)]
     pub print_sealing_key: bool,
+}
+
+/// Subcommands.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// The agent's own key material.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+/// `sb-agent identity ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum IdentityCommand {
+    /// Generate a new identity here, in the agent's boundary: writes identity.json (mode 0600,
+    /// never overwriting) and prints the public key to register in AgentRegistration.spec.
+    ///
+    /// Example:
+    ///   sb-agent identity new --agent-id edge --out identity.json
+    ///   kubectl create secret generic sb-agent-identity --from-file=identity.json   # in the target cluster
+    New {
+        /// The AgentRegistration name this identity is for.
+        #[arg(long, value_name = "NAME")]
+        agent_id: String,
+        /// Where to write identity.json.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Record the operator's agent API URL in the file (else give --operator-url at run time).
+        #[arg(long, value_name = "URL")]
+        operator_url: Option<String>,
+        /// Record the operator's CA bundle (PEM) in the file.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// Record the operator certificate's SPKI pin in the file.
+        #[arg(long, value_name = "BASE64")]
+        spki_pin: Option<String>,
+        /// What to print: `yaml` (a snippet for AgentRegistration.spec) or `json`.
+        #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
+        format: String,
+    },
 }

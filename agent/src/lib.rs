@@ -18,6 +18,25 @@ use std::time::Duration;
 
 /// Runs the agent as the binary does: parse nothing, just act on `cli`.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    if let Some(cli::Command::Identity(cli::IdentityCommand::New {
+        agent_id,
+        out,
+        operator_url,
+        ca_file,
+        spki_pin,
+        format,
+    })) = &cli.command
+    {
+        let summary =
+            identity::create(agent_id, out, operator_url.as_deref(), ca_file.as_deref(), spki_pin.as_deref())?;
+        if format == "json" {
+            println!("{}", serde_json::to_string(&summary)?);
+        } else {
+            eprintln!("wrote {} (mode 0600): keep it in this boundary only", out.display());
+            print!("{}", summary.registration_yaml());
+        }
+        return Ok(());
+    }
     transport::install_crypto_provider();
     // The identity is checked first: it is what an operator most often gets wrong.
     let identity = identity::Identity::load(&cli)?;
@@ -25,6 +44,8 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         let keypair = identity.sealing_keypair();
         let shown = serde_json::json!({
             "agentId": identity.agent_id,
+            "authPublicKey": identity.keys.auth_public().to_base64(),
+            "fingerprint": identity.keys.auth_public().fingerprint(),
             "sealingPublicKey": keypair.public.to_base64(),
             "sealingKeyId": keypair.key_id(),
         });
@@ -43,6 +64,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             identity = identity.source,
             operator = %identity.operator_url,
             sealing_key_id = %keypair.key_id(),
+            fingerprint = %identity.keys.auth_public().fingerprint(),
             "starting"
         );
         let providers = provider::build_all(&config.providers).await.context("configuring providers")?;

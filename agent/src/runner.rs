@@ -170,10 +170,13 @@ async fn heartbeat_loop(
     let keypair = executor.keypair();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
     loop {
+        let (sealing_key_signed_at, sealing_key_signature) = client.sealing_certificate();
         let request = HeartbeatRequest {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             sealing_public_key: keypair.public.to_base64(),
             sealing_key_id: keypair.key_id(),
+            sealing_key_signed_at,
+            sealing_key_signature,
             providers: provider_health(&executor).await,
         };
         let delay = match client.heartbeat(&request).await {

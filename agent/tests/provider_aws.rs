@@ -9,7 +9,7 @@ use sb_agent::provider::{MergeWrite, NamedProvider, Provider, ProviderError, Sco
 use sb_agent::transport::TransportError;
 use sb_core::crd::TargetRef;
 use sb_core::protocol::{CatalogPage, ClaimedJob, DiscoverJob, JobOutcome, JobPayload, JobResult, PatchJob};
-use sb_core::seal::{Purpose, SecretValue, derive_agent_keypair, seal};
+use sb_core::seal::{KeyPair, Purpose, SecretValue, seal};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -76,7 +76,7 @@ impl PageSink for NoPages {
 fn executor(aws: impl Provider + 'static, page_size: u32) -> Executor {
     let named =
         NamedProvider { name: "aws".into(), scope: Scope::new(vec!["agent-test/".into()]), backend: Arc::new(aws) };
-    Executor::new("edge".into(), derive_agent_keypair(b"aws-agent"), vec![named], page_size)
+    Executor::new("edge".into(), KeyPair::derive_from_seed(b"aws-agent"), vec![named], page_size)
 }
 
 #[tokio::test]
@@ -86,7 +86,7 @@ async fn a_retried_patch_with_the_same_job_id_creates_one_version() {
     let initial = aws.merge_write(&name, write(&[("a", "1")], &[], &token())).await.unwrap();
     let exec = executor(aws, 10);
 
-    let key = derive_agent_keypair(b"aws-agent");
+    let key = KeyPair::derive_from_seed(b"aws-agent");
     let target = TargetRef { agent: "edge".into(), provider: "aws".into(), reference: name.clone(), keys: vec![] };
     let aad = sb_core::binding::patch_aad("ns", "p", &target, "b");
     let envelope = seal(&key.public, Purpose::PatchValue, &aad, &SecretValue::from("2")).unwrap();

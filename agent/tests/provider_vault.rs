@@ -8,7 +8,7 @@ use sb_agent::provider::{MergeWrite, NamedProvider, Provider, ProviderError, Sco
 use sb_agent::transport::TransportError;
 use sb_core::crd::TargetRef;
 use sb_core::protocol::{CatalogPage, ClaimedJob, DiscoverJob, JobOutcome, JobPayload, JobResult, PatchJob};
-use sb_core::seal::{KeyPair, Purpose, SecretValue, derive_agent_keypair, seal};
+use sb_core::seal::{KeyPair, Purpose, SecretValue, seal};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -140,8 +140,8 @@ async fn a_concurrent_change_between_get_and_put_fails_the_patch_instead_of_over
         .await
         .unwrap()
         .with_write_hook(Arc::new(ConcurrentWriter { other }));
-    let key = derive_agent_keypair(b"cas-test-agent-secret");
-    let exec = executor("edge", "vault", Arc::new(hooked), derive_agent_keypair(b"cas-test-agent-secret"), 10);
+    let key = KeyPair::derive_from_seed(b"cas-test-agent-secret");
+    let exec = executor("edge", "vault", Arc::new(hooked), KeyPair::derive_from_seed(b"cas-test-agent-secret"), 10);
 
     let outcome = exec
         .execute(&claimed(JobPayload::Patch(patch_job(&key, &path, &[("password", "from-the-patch")]))), &NoPages)
@@ -160,8 +160,8 @@ async fn a_concurrent_change_between_get_and_put_fails_the_patch_instead_of_over
 async fn a_value_sealed_to_another_key_fails_with_key_id_mismatch() {
     let (vault, _token) = common::vault().await;
     let path = common::unique("agent-test/kid");
-    let exec = executor("edge", "vault", Arc::new(vault), derive_agent_keypair(b"the-real-agent"), 10);
-    let job = patch_job(&derive_agent_keypair(b"some-other-agent"), &path, &[("k", "v")]);
+    let exec = executor("edge", "vault", Arc::new(vault), KeyPair::derive_from_seed(b"the-real-agent"), 10);
+    let job = patch_job(&KeyPair::derive_from_seed(b"some-other-agent"), &path, &[("k", "v")]);
     let JobOutcome::Failed(failure) = exec.execute(&claimed(JobPayload::Patch(job)), &NoPages).await else {
         panic!("must fail")
     };
@@ -172,8 +172,8 @@ async fn a_value_sealed_to_another_key_fails_with_key_id_mismatch() {
 #[tokio::test]
 async fn a_reference_outside_the_configured_prefixes_is_refused() {
     let (vault, _token) = common::vault().await;
-    let key = derive_agent_keypair(b"scope-agent");
-    let exec = executor("edge", "vault", Arc::new(vault), derive_agent_keypair(b"scope-agent"), 10);
+    let key = KeyPair::derive_from_seed(b"scope-agent");
+    let exec = executor("edge", "vault", Arc::new(vault), KeyPair::derive_from_seed(b"scope-agent"), 10);
     for path in ["team-b/db", "agent-test/../team-b/db"] {
         let JobOutcome::Failed(failure) =
             exec.execute(&claimed(JobPayload::Patch(patch_job(&key, path, &[("k", "v")]))), &NoPages).await
@@ -221,7 +221,7 @@ async fn discovery_pages_through_more_than_100_secrets_with_their_custom_metadat
         .unwrap();
     }
     drop(token);
-    let exec = executor("edge", "vault", Arc::new(vault), derive_agent_keypair(b"discover"), 10);
+    let exec = executor("edge", "vault", Arc::new(vault), KeyPair::derive_from_seed(b"discover"), 10);
     let job = DiscoverJob {
         object_uid: "uid".into(),
         namespace: "ns".into(),

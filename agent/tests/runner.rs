@@ -4,7 +4,7 @@
 mod common;
 
 use async_trait::async_trait;
-use common::fake_operator::{AGENT_SECRET, Operator, fake_operator, wait_until};
+use common::fake_operator::{AGENT_ID, Operator, fake_operator, wait_until};
 use common::tls_server::{TestPki, serve};
 use sb_agent::identity::Identity;
 use sb_agent::jobs::Executor;
@@ -13,11 +13,11 @@ use sb_agent::provider::{MergeWrite, MetadataPage, NamedProvider, Provider, Prov
 use sb_agent::runner::{Agent, LoopOptions};
 use sb_agent::transport::OperatorClient;
 use sb_core::crd::TargetRef;
+use sb_core::identity::AgentKeys;
 use sb_core::protocol::{ClaimedJob, JobOutcome, JobPayload, ReadJob};
-use sb_core::seal::{KeyPair, derive_agent_keypair};
+use sb_core::seal::KeyPair;
 use std::sync::Arc;
 use std::time::Duration;
-use zeroize::Zeroizing;
 
 /// Reads take as many milliseconds as the reference's last segment says.
 struct SlowProvider;
@@ -61,10 +61,10 @@ fn read_job(id: &str, millis: u64) -> ClaimedJob {
     }
 }
 
-fn agent_for(server_url: &str, pki: &TestPki, grace: Duration) -> Agent {
+fn agent_for(server_url: &str, pki: &TestPki, keys: AgentKeys, grace: Duration) -> Agent {
     let identity = Identity {
-        agent_id: "edge".into(),
-        secret: Zeroizing::new(AGENT_SECRET.into()),
+        agent_id: AGENT_ID.into(),
+        keys: Arc::new(keys),
         operator_url: server_url.to_owned(),
         ca_pem: Some(pki.ca_pem.clone()),
         spki_pin: Some(pki.pin.clone()),
@@ -74,7 +74,7 @@ fn agent_for(server_url: &str, pki: &TestPki, grace: Duration) -> Agent {
         NamedProvider { name: "slow".into(), scope: Scope::new(vec!["slow/".into()]), backend: Arc::new(SlowProvider) };
     Agent {
         client: Arc::new(OperatorClient::new(&identity, false).unwrap()),
-        executor: Arc::new(Executor::new("edge".into(), derive_agent_keypair(AGENT_SECRET.as_bytes()), vec![slow], 10)),
+        executor: Arc::new(Executor::new(AGENT_ID.into(), identity.sealing_keypair(), vec![slow], 10)),
         metrics: Arc::new(Metrics::new()),
         options: LoopOptions {
             max_concurrent_jobs: 4,
@@ -87,11 +87,12 @@ fn agent_for(server_url: &str, pki: &TestPki, grace: Duration) -> Agent {
 
 #[tokio::test]
 async fn shutdown_stops_claiming_finishes_short_jobs_and_releases_long_ones() {
-    let state = Arc::new(Operator::default());
+    let keys = AgentKeys::generate();
+    let state = Arc::new(Operator::registering(&keys));
     state.queue.lock().unwrap().extend([read_job("short", 300), read_job("long", 60_000)]);
     let pki = TestPki::generate();
     let server = serve(&pki, fake_operator(state.clone())).await;
-    let agent = agent_for(&server.url, &pki, Duration::from_secs(2));
+    let agent = agent_for(&server.url, &pki, keys, Duration::from_secs(2));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(agent.run(stopped));
     wait_until("both jobs claimed", || state.queue.lock().unwrap().is_empty()).await;
@@ -106,6 +107,8 @@ async fn shutdown_stops_claiming_finishes_short_jobs_and_releases_long_ones() {
     let Some(JobOutcome::Failed(released)) = outcome("long") else { panic!("long job not released: {completions:?}") };
     assert_eq!(released.reason, "AgentShutdown");
     assert!(released.retryable, "a released job must be retryable");
+    assert_eq!(*state.unauthenticated.lock().unwrap(), 0, "every request is signed by the registered key");
+    assert_eq!(*state.bad_sealing_certificates.lock().unwrap(), 0, "the sealing key is certified");
 }
 
 #[tokio::test]
@@ -113,7 +116,7 @@ async fn an_unavailable_operator_is_retried_with_backoff_not_hammered() {
     let pki = TestPki::generate();
     let failing = axum::Router::new().fallback(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE });
     let server = serve(&pki, failing).await;
-    let agent = agent_for(&server.url, &pki, Duration::from_secs(1));
+    let agent = agent_for(&server.url, &pki, AgentKeys::generate(), Duration::from_secs(1));
     let metrics = agent.metrics.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(agent.run(stopped));

@@ -6,5 +6,6 @@
 
 pub mod binding;
 pub mod crd;
+pub mod identity;
 pub mod protocol;
 pub mod seal;

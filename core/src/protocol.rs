@@ -32,21 +32,27 @@ pub fn catalog_page_path(job_id: &str) -> String {
     format!("{API_PREFIX}/jobs/{job_id}/catalog")
 }
 
-/// The credential file the operator mints for an agent (`identity.json` in the Secret
-/// `<name>-agent-identity`). Its `Debug` output hides the secret.
+/// The agent's identity file (`identity.json`), written by `sb-agent identity new` inside
+/// the agent's boundary and stored there (a Secret in the target cluster); the control plane
+/// never sees it. Its `Debug` output hides the key.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentIdentity {
     /// The agent's id: the AgentRegistration name.
     pub agent_id: String,
-    /// 256-bit random secret, base64url without padding. The operator keeps only its hash.
-    pub agent_secret: String,
-    /// Base URL of the operator's agent API, e.g. `https://sb-operator.secrets-bridge:8443`.
+    /// The agent's 32-byte seed, base64url without padding: both its authentication key
+    /// and its sealing key derive from it (`sb_core::identity`). Never leaves the boundary.
+    pub agent_key: String,
+    /// Base URL of the operator's agent API, e.g. `https://sb-operator.secrets-bridge:8443`
+    /// (optional here: `--operator-url` gives it at run time).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub operator_endpoint: String,
-    /// PEM bundle of the CA that signed the operator's serving certificate.
+    /// PEM bundle of the CA that signed the operator's serving certificate (optional).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ca_bundle: String,
     /// SHA-256 of the serving certificate's SubjectPublicKeyInfo, base64: agents refuse an
-    /// operator whose key does not match even if the CA would accept it.
+    /// operator whose key does not match even if the CA would accept it (optional).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub spki_sha256: String,
 }
 
@@ -54,7 +60,7 @@ impl std::fmt::Debug for AgentIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentIdentity")
             .field("agent_id", &self.agent_id)
-            .field("agent_secret", &"[REDACTED]")
+            .field("agent_key", &"[REDACTED]")
             .field("operator_endpoint", &self.operator_endpoint)
             .field("spki_sha256", &self.spki_sha256)
             .finish_non_exhaustive()
@@ -71,6 +77,10 @@ pub struct HeartbeatRequest {
     pub sealing_public_key: String,
     /// Key id of the sealing public key.
     pub sealing_key_id: String,
+    /// When the agent signed its sealing key (RFC 3339).
+    pub sealing_key_signed_at: String,
+    /// Ed25519 signature (base64) over `sb_core::identity::sealing_key_statement`.
+    pub sealing_key_signature: String,
     /// Health of each configured provider.
     pub providers: Vec<ProviderHealthReport>,
 }
@@ -321,7 +331,8 @@ pub struct CompleteResponse {
 /// Machine-readable reasons of every 4xx/5xx the agent API answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorReason {
-    /// No or bad bearer credential.
+    /// No request signature, or one by a key that is not (or no longer) registered, or one
+    /// that does not verify.
     Unauthenticated,
     /// The credential is valid but the job belongs to another agent.
     Forbidden,
@@ -400,7 +411,7 @@ mod tests {
     fn identity_debug_hides_the_secret() {
         let id = AgentIdentity {
             agent_id: "edge".into(),
-            agent_secret: "super-secret-canary".into(),
+            agent_key: "super-secret-canary".into(),
             operator_endpoint: "https://127.0.0.1:8443".into(),
             ca_bundle: String::new(),
             spki_sha256: "pin".into(),

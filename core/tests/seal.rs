@@ -2,8 +2,7 @@
 //! way an envelope can be wrong gives a typed error, never a panic or a wrong value.
 
 use sb_core::seal::{
-    Aad, Envelope, KeyPair, MAX_VALUE_LEN, PrivateKey, PublicKey, Purpose, SealError, SecretValue,
-    derive_agent_keypair, open, seal,
+    Aad, Envelope, KeyPair, MAX_VALUE_LEN, PrivateKey, PublicKey, Purpose, SealError, SecretValue, open, seal,
 };
 
 const PURPOSES: [Purpose; 2] = [Purpose::ReadDelivery, Purpose::PatchValue];
@@ -34,7 +33,7 @@ fn values_round_trip_for_both_purposes() {
 
 #[test]
 fn binary_values_and_the_size_limit() {
-    let key = derive_agent_keypair(b"agent-secret-for-tests-0123456789abcdef");
+    let key = KeyPair::derive_from_seed(b"agent-secret-for-tests-0123456789abcdef");
     let bytes: Vec<u8> = (0..=255).collect();
     let envelope = seal(&key.public, Purpose::PatchValue, &binding(), &bytes.clone().into()).unwrap();
     let opened = open(&key, Purpose::PatchValue, &binding(), &envelope).unwrap();

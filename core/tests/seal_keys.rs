@@ -1,15 +1,13 @@
 //! Key handling as the plugin (key files, recipients in CRDs) and the agent (a sealing key
 //! derived from its secret) rely on it.
 
-use sb_core::seal::{
-    Aad, KeyPair, PrivateKey, PublicKey, Purpose, SealError, SecretValue, derive_agent_keypair, open, seal,
-};
+use sb_core::seal::{Aad, KeyPair, PrivateKey, PublicKey, Purpose, SealError, SecretValue, open, seal};
 
 #[test]
 fn agent_key_is_stable_across_restarts_and_unique_per_secret() {
     let secret = b"agent-secret-0123456789abcdef0123456789";
-    let first = derive_agent_keypair(secret);
-    let after_restart = derive_agent_keypair(secret);
+    let first = KeyPair::derive_from_seed(secret);
+    let after_restart = KeyPair::derive_from_seed(secret);
     assert_eq!(first.public, after_restart.public);
     assert_eq!(first.key_id(), after_restart.key_id());
 
@@ -20,9 +18,9 @@ fn agent_key_is_stable_across_restarts_and_unique_per_secret() {
 
     let others = [&b"agent-secret-0123456789abcdef0123456788"[..], b"", b"x"];
     for other in others {
-        assert_ne!(derive_agent_keypair(other).public, first.public);
+        assert_ne!(KeyPair::derive_from_seed(other).public, first.public);
     }
-    assert_ne!(derive_agent_keypair(b"").public, derive_agent_keypair(b"x").public);
+    assert_ne!(KeyPair::derive_from_seed(b"").public, KeyPair::derive_from_seed(b"x").public);
 }
 
 #[test]
@@ -31,7 +29,7 @@ fn agent_key_derivation_is_pinned() {
     // agent; this pin makes such a change fail loudly. The expected key was computed
     // independently (Python hmac/hashlib HKDF + RFC 9180 DeriveKeyPair + `cryptography`'s
     // X25519), not copied from this crate's output.
-    let key = derive_agent_keypair(b"pinned-agent-secret");
+    let key = KeyPair::derive_from_seed(b"pinned-agent-secret");
     assert_eq!(key.public.to_base64(), PINNED_AGENT_PUBLIC_KEY);
 }
 const PINNED_AGENT_PUBLIC_KEY: &str = "56rCoGUP4LfCnRBqbhqVf+OjFN159FUmId3vJ/NryWs=";

@@ -1,15 +1,16 @@
 //! One operator scenario: a real control plane with the chart's CRDs, roles, admission policies
 //! and the operator's RBAC; namespace `team-a` with a requester (alice), an approver (bob)
 //! and a user who may edit status but lacks `approve` (mallory); the AgentRegistration
-//! `edge`; the operator process; and the scripted agent holding the minted identity.
+//! `edge` registering the public key of keys made here (the agent's boundary); the operator
+//! process; and the scripted agent holding those keys.
 
 use crate::operator::{OPERATOR_NAMESPACE, Operator};
 use crate::scripted_agent::ScriptedAgent;
 use crate::{Cluster, KubectlRun};
 use anyhow::Context;
-use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, Resource};
-use sb_core::protocol::AgentIdentity;
+use sb_core::crd::AgentRegistration;
+use sb_core::identity::AgentKeys;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub const USERS: &[(&str, &[&str])] =
 /// operator's SubjectAccessReview knows only the approver's name (alice holding `approve`
 /// shows that the requester is refused as such, not for lack of the verb); mallory edits
 /// status only.
-pub const TEAM_A: &str = r#"
+pub const TEAM_A_TEMPLATE: &str = r#"
 apiVersion: v1
 kind: Namespace
 metadata: {name: team-a}
@@ -67,6 +68,7 @@ metadata: {name: edge}
 spec:
   description: the scripted agent of the operator scenarios
   heartbeatIntervalSeconds: 5
+  authKeys: [{publicKey: "AUTH_KEY"}]
   providers:
     - name: vault
       type: Vault
@@ -95,17 +97,25 @@ impl Scenario {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cluster = Cluster::start(USERS).await?;
         cluster.install_chart(OPERATOR_NAMESPACE, &[]).await?;
-        cluster.kubectl("admin", &["apply", "-f", "-"], Some(TEAM_A)).await?.expect_ok("team-a setup");
+        // The agent's keys are made here, as `sb-agent identity new` makes them in the agent's
+        // boundary; the registration carries only the public half.
+        let keys = AgentKeys::generate();
+        let team_a = TEAM_A_TEMPLATE.replace("AUTH_KEY", &keys.auth_public().to_base64());
+        cluster.kubectl("admin", &["apply", "-f", "-"], Some(&team_a)).await?.expect_ok("team-a setup");
         cluster.wait_for_admission_policies("team-a", "alice").await?;
         let operator = Operator::start(&cluster, operator_args).await?;
         let admin = cluster.server.client_as("admin").await?;
-        let secrets: Api<Secret> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
-        let secret =
-            wait_for(&secrets, "edge-agent-identity", "the agent identity Secret", |_: &Secret| true, &operator)
-                .await?;
-        let bytes = secret.data.as_ref().and_then(|d| d.get("identity.json")).context("identity.json missing")?;
-        let identity: AgentIdentity = serde_json::from_slice(&bytes.0)?;
-        let agent = ScriptedAgent::new(identity)?;
+        let regs: Api<AgentRegistration> = Api::all(admin.clone());
+        let published = wait_for(
+            &regs,
+            "edge",
+            "the agent API coordinates in status",
+            |r: &AgentRegistration| r.status.as_ref().is_some_and(|s| s.agent_api.is_some()),
+            &operator,
+        )
+        .await?;
+        let api = published.status.and_then(|s| s.agent_api).context("agentApi in status")?;
+        let agent = ScriptedAgent::new("edge", keys, api)?;
         Ok(Self { cluster, operator, agent, admin })
     }
 

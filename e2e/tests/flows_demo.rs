@@ -13,6 +13,9 @@ async fn the_demo_walks_through_every_flow_and_exits_zero() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "sb-demo failed\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for expected in [
+        "admin$ sb-agent identity new --agent-id edge --out identity.json",
+        "authKeys:",
+        " signed by SHA256:",
         "[alice]$ kubectl sb read edge/vault:",
         "error: refused: the requester cannot approve or deny their own request",
         "[bob]$ kubectl approve srr/db-password",
@@ -32,9 +35,14 @@ fn print_commands_documents_the_walkthrough_for_a_real_cluster() {
     let out = Command::new(env!("CARGO_BIN_EXE_sb-demo")).arg("--print-commands").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for expected in
-        ["kubectl sb read", "kubectl approve", "kubectl sb reveal", "--dry-run -o yaml", "kubectl sb discover"]
-    {
+    for expected in [
+        "sb-agent identity new",
+        "kubectl sb read",
+        "kubectl approve",
+        "kubectl sb reveal",
+        "--dry-run -o yaml",
+        "kubectl sb discover",
+    ] {
         assert!(text.contains(expected), "{expected:?} missing:\n{text}");
     }
 }

@@ -1,5 +1,5 @@
-//! The other flows with the real operator process: an AgentRegistration's identity Secret
-//! and heartbeat-fed status, a discovery job that fills the catalog, and a sealed patch that
+//! The other flows with the real operator process: an AgentRegistration's keys, rotation
+//! and heartbeat-fed status (the agent-signed sealing key), a discovery job that fills the catalog, and a sealed patch that
 //! ends Executed with the provider's version.
 
 use k8s_openapi::api::core::v1::Secret;
@@ -17,31 +17,26 @@ use sb_e2e::scenario::Scenario;
 use std::collections::BTreeMap;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_agent_registration_gets_an_identity_and_reports_heartbeats() {
+async fn an_agent_registration_publishes_the_agent_api_and_the_agent_signed_sealing_key() {
     let s = Scenario::start().await.unwrap();
-    let identity = &s.agent.identity;
-    assert_eq!(identity.agent_id, "edge");
-    assert_eq!(identity.operator_endpoint, s.operator.endpoint());
-    assert!(identity.ca_bundle.contains("BEGIN CERTIFICATE") && !identity.spki_sha256.is_empty());
-
-    let regs: Api<AgentRegistration> = Api::all(s.admin.clone());
-    let pending = s
-        .wait(&regs, "edge", "credential in status", |r| {
-            r.status.as_ref().is_some_and(|st| st.credential_secret_ref.is_some())
-        })
-        .await
-        .unwrap();
-    let status = pending.status.unwrap();
-    assert_eq!(status.credential_secret_ref.unwrap().name, "edge-agent-identity");
-    assert!(status.credential_issued_at.is_some());
+    assert_eq!(s.agent.api.endpoint, s.operator.endpoint());
+    assert!(s.agent.api.ca_bundle.contains("BEGIN CERTIFICATE") && !s.agent.api.spki_sha256.is_empty());
+    // The operator never creates a credential: no Secret in its namespace holds agent keys.
+    let secrets: Api<Secret> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
+    let names: Vec<String> =
+        secrets.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|x| x.metadata.name).collect();
+    assert!(!names.iter().any(|n| n.contains("identity")), "{names:?}");
 
     let answer = s.agent.heartbeat(&["vault"]).await.unwrap();
     assert_eq!(answer.registered_providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["vault"]);
     let key_id = s.agent.sealing.public.key_id();
+    let regs: Api<AgentRegistration> = Api::all(s.admin.clone());
     let ready = s
-        .wait(&regs, "edge", "phase Ready with the sealing key", |r| {
+        .wait(&regs, "edge", "phase Ready with the signed sealing key", |r| {
             r.status.as_ref().is_some_and(|st| {
-                st.phase == Some(AgentPhase::Ready) && st.sealing_key_id.as_deref() == Some(key_id.as_str())
+                st.phase == Some(AgentPhase::Ready)
+                    && st.sealing_key_id.as_deref() == Some(key_id.as_str())
+                    && st.sealing_key_signature.is_some()
             })
         })
         .await
@@ -49,25 +44,27 @@ async fn an_agent_registration_gets_an_identity_and_reports_heartbeats() {
     let status = ready.status.unwrap();
     assert_eq!(status.agent_version.as_deref(), Some("scripted-0.1"));
     assert_eq!(status.sealing_public_key.as_deref(), Some(s.agent.sealing.public.to_base64().as_str()));
+    let fingerprint = s.agent.keys.auth_public().fingerprint();
+    assert_eq!(status.sealing_key_signed_by.as_deref(), Some(fingerprint.as_str()));
+    let statement = sb_core::identity::sealing_key_statement(
+        "edge",
+        status.sealing_public_key.as_deref().unwrap(),
+        &key_id,
+        status.sealing_key_signed_at.as_deref().unwrap(),
+    );
+    s.agent.keys.auth_public().verify(&statement, status.sealing_key_signature.as_deref().unwrap()).unwrap();
     assert!(status.providers.iter().any(|p| p.name == "vault" && p.healthy), "{:?}", status.providers);
-    assert!(status.last_heartbeat.is_some());
+    assert!(status.auth_keys.iter().any(|k| k.fingerprint == fingerprint && k.expires_at.is_none()));
 
-    // Deleting the registration revokes the credential and removes the identity Secret.
+    // Deleting the registration revokes the keys: the agent's next request is refused.
     regs.delete("edge", &DeleteParams::default()).await.unwrap();
-    let secrets: Api<Secret> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
     let deadline = tokio::time::Instant::now() + sb_e2e::scenario::WAIT;
     loop {
         let refused = s.agent.heartbeat(&["vault"]).await.is_err();
-        let gone = regs.get_opt("edge").await.unwrap().is_none()
-            && secrets.get_opt("edge-agent-identity").await.unwrap().is_none();
-        if refused && gone {
+        if refused && regs.get_opt("edge").await.unwrap().is_none() {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "credential still valid or objects left\n{}",
-            s.operator.logs()
-        );
+        assert!(tokio::time::Instant::now() < deadline, "the key still authenticates\n{}", s.operator.logs());
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
@@ -226,36 +223,45 @@ async fn with_leader_election_the_operator_holds_a_lease_and_stops_cleanly_on_si
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn rotating_the_credential_mints_a_new_secret_and_keeps_the_old_one_for_the_grace_period() {
+async fn a_new_key_added_next_to_the_old_one_replaces_it_after_the_grace_period() {
     let s = Scenario::start().await.unwrap();
     s.agent.heartbeat(&["vault"]).await.unwrap();
-    s.kubectl(
-        "admin",
-        &["annotate", "agentregistration", "edge", "secrets-bridge.io/rotate-credential=2026-11-22"],
-        None,
-    )
-    .await
-    .expect_ok("asking for a rotation");
-    let secrets: Api<Secret> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
-    let old_secret = s.agent.identity.agent_secret.clone();
-    let identity_of = |secret: &Secret| -> sb_core::protocol::AgentIdentity {
-        serde_json::from_slice(&secret.data.as_ref().unwrap()["identity.json"].0).unwrap()
-    };
-    let rotated = s
-        .wait(&secrets, "edge-agent-identity", "a new agent secret", |sec| identity_of(sec).agent_secret != old_secret)
-        .await
-        .unwrap();
-    let new_agent = sb_e2e::scripted_agent::ScriptedAgent::new(identity_of(&rotated)).unwrap();
-    new_agent.heartbeat(&["vault"]).await.expect("the new secret authenticates");
-    s.agent.heartbeat(&["vault"]).await.expect("the old secret still authenticates during the grace period");
+    let rotated = s.agent.with_keys(sb_core::identity::AgentKeys::generate()).unwrap();
+    let err = rotated.heartbeat(&["vault"]).await.expect_err("an unregistered key is refused");
+    assert!(err.to_string().contains("401") && err.to_string().contains("is not registered"), "{err}");
+
+    // The admin adds the new public key next to the old one, with a short grace period.
+    let patch = serde_json::json!({"spec": {"rotationGraceSeconds": 3, "authKeys": [
+        {"publicKey": s.agent.keys.auth_public().to_base64()},
+        {"publicKey": rotated.keys.auth_public().to_base64()},
+    ]}});
     let regs: Api<AgentRegistration> = Api::all(s.admin.clone());
+    regs.patch("edge", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
     let reg = s
-        .wait(&regs, "edge", "previous credential expiry in status", |r| {
-            r.status.as_ref().is_some_and(|st| st.previous_credential_expires_at.is_some())
+        .wait(&regs, "edge", "the old key's expiry in status", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|st| st.auth_keys.len() == 2 && st.auth_keys.iter().any(|k| k.expires_at.is_some()))
         })
         .await
         .unwrap();
-    assert!(reg.status.unwrap().conditions.iter().any(|c| c.type_ == "CredentialIssued" && c.status == "True"));
+    let old = s.agent.keys.auth_public().fingerprint();
+    let keys = reg.status.unwrap().auth_keys;
+    assert!(keys.iter().any(|k| k.fingerprint == old && k.expires_at.is_some()), "{keys:?}");
+    rotated.heartbeat(&["vault"]).await.expect("the new key authenticates");
+
+    // The old key works until its grace period ends, then gets 401 with a reason.
+    let deadline = tokio::time::Instant::now() + sb_e2e::scenario::WAIT;
+    let refusal = loop {
+        match s.agent.heartbeat(&["vault"]).await {
+            Ok(_) => {}
+            Err(e) => break e.to_string(),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the old key was never retired\n{}", s.operator.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert!(refusal.contains("401") && refusal.contains("stopped being accepted"), "{refusal}");
+    rotated.heartbeat(&["vault"]).await.expect("the new key still authenticates");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -179,7 +179,18 @@ async fn the_operator_rechecks_approvals_even_when_the_admission_policy_is_missi
         .expect_ok("removing the approval policy binding");
     let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
     create_pending(&s, "unguarded", "team-a/db", &KeyPair::generate()).await;
-    s.decide("alice", "srr", "unguarded", "Approve", false).await.expect_ok("alice's self-approval gets in");
+    // A real API server stops enforcing a deleted binding once its policy informer sees the
+    // deletion, a moment later: retry until the self-approval is let through.
+    let deadline = tokio::time::Instant::now() + sb_e2e::scenario::WAIT;
+    loop {
+        let run = s.decide("alice", "srr", "unguarded", "Approve", false).await;
+        if run.ok {
+            break;
+        }
+        assert!(run.stderr.contains("ValidatingAdmissionPolicy"), "refused for another reason: {}", run.stderr);
+        assert!(tokio::time::Instant::now() < deadline, "the deleted binding is still enforced: {}", run.stderr);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
     s.decide("mallory", "srr", "unguarded", "Approve", true).await.expect_ok("mallory's approval gets in");
     let judged = s
         .wait(&api, "unguarded", "both approvals judged and ignored", |r| {

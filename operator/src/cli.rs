@@ -62,11 +62,14 @@ pub enum AuditCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
-    /// Mint a fresh secret for an agent and write its identity.json (the previous secret
-    /// keeps working for the grace period).
+    /// Register an agent's public key(s) in the store that `serve` answers from (what the
+    /// AgentRegistration controller does in a cluster), and print the agent API's
+    /// coordinates to give the agent. The agent made its keys itself (`sb-agent identity
+    /// new`); this command never sees a private key. Adding a key keeps the older ones for
+    /// the grace period.
     ///
-    /// Example: sb-operator agent identity --agent-id edge --endpoint https://127.0.0.1:8443 --out identity.json
-    Identity {
+    /// Example: sb-operator agent register --agent-id edge --public-key <base64 from sb-agent identity new>
+    Register {
         #[command(flatten)]
         database: DatabaseArgs,
         #[command(flatten)]
@@ -74,21 +77,21 @@ pub enum AgentCommand {
         /// The agent's id (its AgentRegistration name).
         #[arg(long)]
         agent_id: String,
-        /// The operator's agent API URL as agents reach it.
-        #[arg(long)]
-        endpoint: String,
+        /// The agent's Ed25519 public key(s), base64; repeat to keep an older key during a rotation.
+        #[arg(long = "public-key", required = true)]
+        public_keys: Vec<String>,
         /// Directory with tls.crt, tls.key and ca.crt (generated there when missing).
         #[arg(long, default_value = "tls")]
         tls_dir: PathBuf,
         /// Names for a generated serving certificate.
         #[arg(long = "tls-name", default_values_t = default_tls_names())]
         tls_names: Vec<String>,
-        /// How long the previous secret stays valid.
+        /// How long older keys keep working once a newer one is registered, in seconds.
         #[arg(long, default_value_t = 3600)]
         grace_seconds: u64,
-        /// Where to write identity.json (mode 0600).
+        /// Where to write the operator's CA bundle for the agent's --ca-file.
         #[arg(long)]
-        out: PathBuf,
+        ca_out: PathBuf,
     },
 }
 

@@ -9,18 +9,35 @@ use axum::body::Body;
 use common::{Flavor, TestDb, audit_count, discover_job, read_job};
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
+use sb_core::identity::{AgentKeys, RequestSignature, SIGNATURE_HEADER, sealing_key_statement};
 use sb_core::protocol::{
     CLAIM_PATH, ClaimResponse, ErrorBody, ErrorReason, HEARTBEAT_PATH, catalog_page_path, complete_path,
 };
 use sb_core::seal::KeyPair;
 use sb_operator::api::{ApiConfig, ApiState, ops_router, router};
-use sb_operator::store::{JobState, Store, StoreOptions};
+use sb_operator::store::{JobState, Store, StoreOptions, StoredAuthKey};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tower::ServiceExt;
 
-const EDGE_SECRET: &str = "edge-secret-0123456789abcdefghijklmnopqrstu";
-const OTHER_SECRET: &str = "other-secret-0123456789abcdefghijklmnopqrst";
+/// The two registered agents; requests are signed with their own keys.
+const EDGE_SECRET: &str = "edge";
+const OTHER_SECRET: &str = "other";
+
+/// Each agent's keys, made "on the agent's side" from a fixed seed.
+fn keys_of(agent: &str) -> AgentKeys {
+    AgentKeys::from_seed(&[if agent == "edge" { 1 } else { 2 }; 32])
+}
+
+fn registered(agent: &str) -> StoredAuthKey {
+    let public = keys_of(agent).auth_public();
+    StoredAuthKey {
+        public_key: public.to_base64(),
+        fingerprint: public.fingerprint(),
+        first_seen: chrono::Utc::now().timestamp_millis(),
+        expires_at: None,
+    }
+}
 
 struct Api {
     _db: TestDb,
@@ -32,8 +49,8 @@ impl Api {
     async fn new() -> Self {
         let db = TestDb::new(Flavor::Sqlite).await;
         let store = db.store(StoreOptions::default()).await;
-        store.set_agent_secret("operator", "edge", EDGE_SECRET, Duration::from_secs(60)).await.unwrap();
-        store.set_agent_secret("operator", "other", OTHER_SECRET, Duration::from_secs(60)).await.unwrap();
+        store.set_agent_keys("operator", "edge", &[registered("edge")]).await.unwrap();
+        store.set_agent_keys("operator", "other", &[registered("other")]).await.unwrap();
         let config = ApiConfig { max_claim_wait: Duration::from_secs(2), ..ApiConfig::default() };
         let state = ApiState::new(store.clone(), config);
         Self { _db: db, store, state }
@@ -43,23 +60,33 @@ impl Api {
         router(self.state.clone())
     }
 
-    async fn call(&self, path: &str, secret: Option<&str>, body: impl Into<Body>) -> (StatusCode, Value) {
+    /// POST as `agent` (signed with its keys), or unsigned.
+    async fn call(&self, path: &str, agent: Option<&str>, body: impl Into<Vec<u8>>) -> (StatusCode, Value) {
+        let body = body.into();
+        let signature = agent.map(|a| {
+            RequestSignature::sign(&keys_of(a), a, "POST", path, chrono::Utc::now().timestamp(), &body).to_header()
+        });
+        self.send(path, signature.as_deref(), body).await
+    }
+
+    /// POST with exactly this signature header (or none).
+    async fn send(&self, path: &str, signature: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
         let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
-        if let Some(secret) = secret {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {secret}"));
+        if let Some(signature) = signature {
+            request = request.header(SIGNATURE_HEADER, signature);
         }
-        let response = self.app().oneshot(request.body(body.into()).unwrap()).await.unwrap();
+        let response = self.app().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, secret: &str, body: Value) -> (StatusCode, Value) {
-        self.call(path, Some(secret), body.to_string()).await
+    async fn post(&self, path: &str, agent: &str, body: Value) -> (StatusCode, Value) {
+        self.call(path, Some(agent), body.to_string()).await
     }
 
-    async fn claim(&self, secret: &str) -> ClaimResponse {
-        let (status, body) = self.post(CLAIM_PATH, secret, json!({"maxJobs": 4, "waitSeconds": 0})).await;
+    async fn claim(&self, agent: &str) -> ClaimResponse {
+        let (status, body) = self.post(CLAIM_PATH, agent, json!({"maxJobs": 4, "waitSeconds": 0})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         serde_json::from_value(body).unwrap()
     }
@@ -76,30 +103,98 @@ fn read_success() -> Value {
 }
 
 #[tokio::test]
-async fn requests_without_a_valid_secret_are_refused() {
+async fn requests_without_a_valid_agent_signature_are_refused_with_a_reason() {
     let api = Api::new().await;
     let job = api.store.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
     let events = audit_count(&api.store).await;
-    let claim = json!({"maxJobs": 1, "waitSeconds": 0}).to_string();
-    for secret in [None, Some("wrong-secret"), Some("")] {
-        let (status, body) = api.call(CLAIM_PATH, secret, claim.clone()).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{secret:?}: {body}");
-        assert_eq!(reason(&body), ErrorReason::Unauthenticated);
+    let claim = json!({"maxJobs": 1, "waitSeconds": 0}).to_string().into_bytes();
+    let now = chrono::Utc::now().timestamp();
+    let stranger = AgentKeys::generate();
+    let edge = keys_of("edge");
+    let tampered = {
+        let mut sig =
+            RequestSignature::sign(&edge, "edge", "POST", CLAIM_PATH, now, b"{\"maxJobs\":16,\"waitSeconds\":0}");
+        sig.timestamp = now;
+        sig.to_header()
+    };
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no credential", None, "no sb-agent-signature header"),
+        ("malformed header", Some("Bearer edge-secret".into()), "malformed"),
+        (
+            "a valid-looking but unregistered key",
+            Some(RequestSignature::sign(&stranger, "edge", "POST", CLAIM_PATH, now, &claim).to_header()),
+            "is not registered for agent \"edge\"",
+        ),
+        (
+            "another agent's key claiming to be edge",
+            Some(RequestSignature::sign(&keys_of("other"), "edge", "POST", CLAIM_PATH, now, &claim).to_header()),
+            "is not registered for agent \"edge\"",
+        ),
+        ("a signature over another body", Some(tampered), "does not verify"),
+        (
+            "a signature from an hour ago",
+            Some(RequestSignature::sign(&edge, "edge", "POST", CLAIM_PATH, now - 3600, &claim).to_header()),
+            "away from the operator's clock",
+        ),
+        (
+            "a signature for another path",
+            Some(RequestSignature::sign(&edge, "edge", "POST", HEARTBEAT_PATH, now, &claim).to_header()),
+            "does not verify",
+        ),
+    ];
+    for (what, signature, message) in cases {
+        let (status, body) = api.send(CLAIM_PATH, signature.as_deref(), claim.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        assert_eq!(reason(&body), ErrorReason::Unauthenticated, "{what}");
+        assert!(body["message"].as_str().unwrap().contains(message), "{what}: {body}");
     }
     let response = api.app().oneshot(Request::post(CLAIM_PATH).body(Body::from(claim)).unwrap()).await.unwrap();
-    assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "SB-Agent-Signature");
     assert_eq!(api.store.job_state(&job.job_id).await.unwrap().unwrap().state, JobState::Queued, "nothing was claimed");
+    assert_eq!(audit_count(&api.store).await, events, "no refusal changes the store");
+}
+
+#[tokio::test]
+async fn after_a_rotation_the_old_key_is_refused_once_its_grace_ends_and_the_new_one_works() {
+    let api = Api::new().await;
+    let new = AgentKeys::generate();
+    let mut old = registered("edge");
+    old.expires_at = Some(chrono::Utc::now().timestamp_millis() - 1);
+    let rotated = StoredAuthKey {
+        public_key: new.auth_public().to_base64(),
+        fingerprint: new.auth_public().fingerprint(),
+        first_seen: chrono::Utc::now().timestamp_millis(),
+        expires_at: None,
+    };
+    api.store.set_agent_keys("operator", "edge", &[old, rotated]).await.unwrap();
+    let job = api.store.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
+    let events = audit_count(&api.store).await;
+    let (status, body) = api.post(CLAIM_PATH, EDGE_SECRET, json!({"maxJobs": 1, "waitSeconds": 0})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("stopped being accepted"), "{body}");
+    assert_eq!(api.store.job_state(&job.job_id).await.unwrap().unwrap().state, JobState::Queued);
     assert_eq!(audit_count(&api.store).await, events);
+
+    let claim = json!({"maxJobs": 1, "waitSeconds": 0}).to_string().into_bytes();
+    let signed = RequestSignature::sign(&new, "edge", "POST", CLAIM_PATH, chrono::Utc::now().timestamp(), &claim);
+    let (status, body) = api.send(CLAIM_PATH, Some(&signed.to_header()), claim).await;
+    assert_eq!(status, StatusCode::OK, "the new key authenticates: {body}");
+    assert_eq!(body["jobs"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn a_heartbeat_records_the_agent_and_a_bad_key_is_refused() {
     let api = Api::new().await;
-    let key = KeyPair::generate();
+    let agent = keys_of("edge");
+    let key = agent.sealing();
+    let signed_at = "2026-12-01T10:00:00Z";
+    let certificate = agent.sign(&sealing_key_statement("edge", &key.public.to_base64(), &key.key_id(), signed_at));
     let heartbeat = json!({
         "agentVersion": "0.1.0",
         "sealingPublicKey": key.public.to_base64(),
         "sealingKeyId": key.key_id(),
+        "sealingKeySignedAt": signed_at,
+        "sealingKeySignature": certificate,
         "providers": [{"name": "vault", "healthy": true}],
     });
     let (status, body) = api.post(HEARTBEAT_PATH, EDGE_SECRET, heartbeat.clone()).await;
@@ -111,6 +206,21 @@ async fn a_heartbeat_records_the_agent_and_a_bad_key_is_refused() {
     assert!(record.last_seen.is_some());
     assert_eq!(record.provider_health.len(), 1);
     assert!(record.provider_health[0].healthy);
+    let (at, signature, by) = record.sealing_key_certificate.clone().expect("the certificate is kept");
+    assert_eq!(
+        (at.as_str(), signature.as_str(), by),
+        (signed_at, certificate.as_str(), agent.auth_public().fingerprint())
+    );
+
+    // A sealing key the agent did not sign (a key swapped in transit) is refused.
+    let mut swapped = heartbeat.clone();
+    let other = KeyPair::generate();
+    swapped["sealingPublicKey"] = json!(other.public.to_base64());
+    swapped["sealingKeyId"] = json!(other.key_id());
+    let (status, body) = api.post(HEARTBEAT_PATH, EDGE_SECRET, swapped).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("sealingKeySignature"), "{body}");
+    assert_eq!(api.store.agent("edge").await.unwrap().unwrap().sealing_key_id, record.sealing_key_id, "unchanged");
 
     let mut wrong = heartbeat;
     wrong["sealingKeyId"] = json!("not-the-key-id");

@@ -4,12 +4,12 @@
 mod common;
 
 use common::{Flavor, TestDb, read_job};
+use sb_core::identity::{AgentKeys, RequestSignature, SIGNATURE_HEADER};
 use sb_core::protocol::{CLAIM_PATH, ClaimResponse, ErrorBody, ErrorReason};
 use sb_operator::api::{ApiConfig, ApiState, router};
-use sb_operator::store::StoreOptions;
+use sb_operator::store::{StoreOptions, StoredAuthKey};
 use sb_operator::tls::{ServingTls, serve_tls, spki_sha256};
 use std::sync::Arc;
-use std::time::Duration;
 
 fn client_trusting(ca_pem: Option<&str>) -> reqwest::Client {
     let mut roots = rustls::RootCertStore::empty();
@@ -31,7 +31,18 @@ async fn agents_reach_the_api_over_pinned_tls() {
     sb_operator::tls::install_crypto_provider();
     let db = TestDb::new(Flavor::Sqlite).await;
     let store = db.store(StoreOptions::default()).await;
-    store.set_agent_secret("operator", "edge", "edge-secret", Duration::from_secs(60)).await.unwrap();
+    let agent = AgentKeys::generate();
+    let public = agent.auth_public();
+    let registered = StoredAuthKey {
+        public_key: public.to_base64(),
+        fingerprint: public.fingerprint(),
+        first_seen: chrono::Utc::now().timestamp_millis(),
+        expires_at: None,
+    };
+    store.set_agent_keys("operator", "edge", &[registered]).await.unwrap();
+    let signed = |keys: &AgentKeys, body: &[u8]| {
+        RequestSignature::sign(keys, "edge", "POST", CLAIM_PATH, chrono::Utc::now().timestamp(), body).to_header()
+    };
     let job = store.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
 
     let tls = ServingTls::load_or_generate(&db.dir().join("tls"), &["127.0.0.1".into(), "localhost".into()]).unwrap();
@@ -45,10 +56,12 @@ async fn agents_reach_the_api_over_pinned_tls() {
 
     let url = format!("https://127.0.0.1:{}{CLAIM_PATH}", addr.port());
     let client = client_trusting(Some(&tls.ca_pem));
+    let body = serde_json::json!({"maxJobs": 1, "waitSeconds": 1}).to_string();
     let response = client
         .post(&url)
-        .bearer_auth("edge-secret")
-        .json(&serde_json::json!({"maxJobs": 1, "waitSeconds": 1}))
+        .header(SIGNATURE_HEADER, signed(&agent, body.as_bytes()))
+        .header("content-type", "application/json")
+        .body(body)
         .send()
         .await
         .unwrap();
@@ -59,17 +72,20 @@ async fn agents_reach_the_api_over_pinned_tls() {
     let claimed: ClaimResponse = response.json().await.unwrap();
     assert_eq!(claimed.jobs[0].job_id, job.job_id);
 
+    let body = serde_json::json!({"maxJobs": 1, "waitSeconds": 0}).to_string();
     let denied = client
         .post(&url)
-        .bearer_auth("wrong")
-        .json(&serde_json::json!({"maxJobs": 1, "waitSeconds": 0}))
+        .header(SIGNATURE_HEADER, signed(&AgentKeys::generate(), body.as_bytes()))
+        .header("content-type", "application/json")
+        .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(denied.status(), 401);
     assert_eq!(denied.json::<ErrorBody>().await.unwrap().reason, ErrorReason::Unauthenticated);
 
-    let untrusting = client_trusting(None).post(&url).bearer_auth("edge-secret").body("{}").send().await;
+    let untrusting =
+        client_trusting(None).post(&url).header(SIGNATURE_HEADER, signed(&agent, b"{}")).body("{}").send().await;
     assert!(untrusting.is_err(), "a client without the CA must not complete the handshake");
 
     let _ = stop.send(());

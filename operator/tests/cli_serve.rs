@@ -1,9 +1,9 @@
-//! The real binary: `agent identity` mints an identity.json, `serve` answers that agent over
-//! TLS pinned to the identity's CA and SPKI hash, logs JSON lines, and `audit verify` accepts
-//! the resulting trail.
+//! The real binary: `agent register` records an agent's public key (made by the agent
+//! itself), `serve` answers that agent's signed requests over TLS pinned to the printed CA
+//! and SPKI hash, logs JSON lines, and `audit verify` accepts the resulting trail.
 
-use base64::Engine;
-use sb_core::protocol::{AgentIdentity, HEARTBEAT_PATH, HeartbeatResponse};
+use sb_core::identity::{AgentKeys, RequestSignature, SIGNATURE_HEADER, sealing_key_statement};
+use sb_core::protocol::{HEARTBEAT_PATH, HeartbeatResponse};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -36,9 +36,9 @@ fn common_args(dir: &Path) -> Vec<String> {
     ]
 }
 
-fn pinned_client(identity: &AgentIdentity) -> reqwest::Client {
+fn pinned_client(ca_pem: &str) -> reqwest::Client {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut identity.ca_bundle.as_bytes()) {
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -50,26 +50,25 @@ fn pinned_client(identity: &AgentIdentity) -> reqwest::Client {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_minted_identity_reaches_the_served_api() {
+async fn a_registered_agent_key_reaches_the_served_api() {
     sb_operator::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let (port, ops_port) = (free_port(), free_port());
-    let identity_path = dir.path().join("identity.json");
+    let ca_path = dir.path().join("ca.pem");
+    // The agent's keys are made on the agent's side; only the public key is registered.
+    let keys = AgentKeys::generate();
 
-    let minted = Command::new(BIN)
-        .args(["agent", "identity", "--agent-id", "edge", "--endpoint", &format!("https://127.0.0.1:{port}")])
-        .args(["--out", identity_path.to_str().unwrap()])
+    let registered = Command::new(BIN)
+        .args(["agent", "register", "--agent-id", "edge", "--public-key", &keys.auth_public().to_base64()])
+        .args(["--ca-out", ca_path.to_str().unwrap()])
         .args(common_args(dir.path()))
         .output()
         .unwrap();
-    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&identity_path).unwrap().permissions().mode() & 0o777, 0o600);
-    }
-    let identity: AgentIdentity = serde_json::from_slice(&std::fs::read(&identity_path).unwrap()).unwrap();
-    assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&identity.agent_secret).unwrap().len(), 32);
+    let printed = String::from_utf8_lossy(&registered.stdout).into_owned();
+    assert!(registered.status.success(), "{}", String::from_utf8_lossy(&registered.stderr));
+    assert!(printed.contains(&keys.auth_public().fingerprint()), "{printed}");
+    let pin = printed.split("--spki-pin ").nth(1).expect("the pin is printed").trim().to_owned();
+    let ca_pem = std::fs::read_to_string(&ca_path).unwrap();
 
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
     let _server = Server(
@@ -95,28 +94,30 @@ async fn a_minted_identity_reaches_the_served_api() {
     let logs = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
     assert!(healthy, "serve did not become healthy; its output:\n{}", logs());
 
-    let key = sb_core::seal::derive_agent_keypair(identity.agent_secret.as_bytes());
+    let key = keys.sealing();
+    let signed_at = "2026-12-01T00:00:00Z";
     let heartbeat = serde_json::json!({
         "agentVersion": "0.1.0",
         "sealingPublicKey": key.public.to_base64(),
         "sealingKeyId": key.key_id(),
+        "sealingKeySignedAt": signed_at,
+        "sealingKeySignature": keys.sign(&sealing_key_statement("edge", &key.public.to_base64(), &key.key_id(), signed_at)),
         "providers": [],
     });
-    let response = pinned_client(&identity)
-        .post(format!("{}{HEARTBEAT_PATH}", identity.operator_endpoint))
-        .bearer_auth(&identity.agent_secret)
-        .json(&heartbeat)
+    let body = serde_json::to_vec(&heartbeat).unwrap();
+    let signed = RequestSignature::sign(&keys, "edge", "POST", HEARTBEAT_PATH, chrono::Utc::now().timestamp(), &body);
+    let response = pinned_client(&ca_pem)
+        .post(format!("https://127.0.0.1:{port}{HEARTBEAT_PATH}"))
+        .header(SIGNATURE_HEADER, signed.to_header())
+        .header("content-type", "application/json")
+        .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{}", logs());
     let info = response.extensions().get::<reqwest::tls::TlsInfo>().unwrap().clone();
     let served = rustls::pki_types::CertificateDer::from(info.peer_certificate().unwrap().to_vec());
-    assert_eq!(
-        sb_operator::tls::spki_sha256(&served).unwrap(),
-        identity.spki_sha256,
-        "identity.json pins the served key"
-    );
+    assert_eq!(sb_operator::tls::spki_sha256(&served).unwrap(), pin, "the printed pin is the served key's");
     assert_eq!(response.json::<HeartbeatResponse>().await.unwrap().agent_id, "edge");
 
     let output = logs();
@@ -125,7 +126,7 @@ async fn a_minted_identity_reaches_the_served_api() {
     for line in lines {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
     }
-    assert!(!output.contains(&identity.agent_secret), "the secret never appears in logs");
+    assert!(!output.contains(keys.seed_base64().as_str()), "the agent's seed never reaches the operator");
 
     let verified = Command::new(BIN)
         .args(["audit", "verify", "--database-url", dir.path().join("store.db").to_str().unwrap()])

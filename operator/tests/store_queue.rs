@@ -4,9 +4,10 @@
 mod common;
 
 use common::{Flavor, TestDb, audit_count, read_job, short_leases};
+use sb_core::identity::AgentKeys;
 use sb_core::protocol::{CompleteRequest, JobFailure, JobOutcome, JobResult};
-use sb_operator::store::{JobState, StoreError, StoreOptions};
-use sqlx::Row;
+use sb_operator::store::{JobState, KeyLookup, StoreError, StoreOptions, StoredAuthKey};
+use sqlx::{Column, Row};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -213,28 +214,36 @@ async fn a_waiting_claim_wakes_when_a_job_is_queued(flavor: Flavor) {
     );
 }
 
-async fn agent_secrets_rotate_with_a_grace_period(flavor: Flavor) {
+async fn agent_keys_are_public_and_expire_after_a_rotation(flavor: Flavor) {
     let db = TestDb::new(flavor).await;
     let store = db.store(StoreOptions::default()).await;
-    store.set_agent_secret("operator", "edge", "first-secret", Duration::from_secs(60)).await.unwrap();
-    assert_eq!(store.authenticate_agent("first-secret").await.unwrap().as_deref(), Some("edge"));
-    assert_eq!(store.authenticate_agent("wrong").await.unwrap(), None);
-    store.set_agent_secret("operator", "edge", "second-secret", Duration::from_secs(60)).await.unwrap();
-    assert_eq!(store.authenticate_agent("second-secret").await.unwrap().as_deref(), Some("edge"));
-    assert_eq!(
-        store.authenticate_agent("first-secret").await.unwrap().as_deref(),
-        Some("edge"),
-        "previous secret during grace"
-    );
-    store.set_agent_secret("operator", "edge", "third-secret", Duration::ZERO).await.unwrap();
-    assert_eq!(store.authenticate_agent("second-secret").await.unwrap(), None, "grace over");
-    assert_eq!(store.authenticate_agent("first-secret").await.unwrap(), None);
-    let stored: Vec<u8> =
-        sqlx::query("SELECT secret_hash FROM agents").fetch_one(store.pool()).await.unwrap().get("secret_hash");
-    assert_eq!(stored.len(), 32, "only a hash is stored");
-    assert!(!stored.windows(5).any(|w| w == b"third"));
+    let (first, second) = (AgentKeys::generate(), AgentKeys::generate());
+    let stored = |keys: &AgentKeys, expires_at: Option<i64>| StoredAuthKey {
+        public_key: keys.auth_public().to_base64(),
+        fingerprint: keys.auth_public().fingerprint(),
+        first_seen: chrono::Utc::now().timestamp_millis(),
+        expires_at,
+    };
+    let fp = |keys: &AgentKeys| keys.auth_public().fingerprint();
+    store.set_agent_keys("operator", "edge", &[stored(&first, None)]).await.unwrap();
+    assert!(matches!(store.agent_auth_key("edge", &fp(&first)).await.unwrap(), KeyLookup::Valid(_)));
+    assert_eq!(store.agent_auth_key("edge", &fp(&second)).await.unwrap(), KeyLookup::Unregistered);
+    assert_eq!(store.agent_auth_key("nobody", &fp(&first)).await.unwrap(), KeyLookup::Unregistered);
+    let later = chrono::Utc::now().timestamp_millis() + 60_000;
+    store.set_agent_keys("operator", "edge", &[stored(&first, Some(later)), stored(&second, None)]).await.unwrap();
+    assert!(matches!(store.agent_auth_key("edge", &fp(&first)).await.unwrap(), KeyLookup::Valid(_)), "during grace");
+    assert!(matches!(store.agent_auth_key("edge", &fp(&second)).await.unwrap(), KeyLookup::Valid(_)));
+    let past = chrono::Utc::now().timestamp_millis() - 1;
+    store.set_agent_keys("operator", "edge", &[stored(&first, Some(past)), stored(&second, None)]).await.unwrap();
+    assert!(matches!(store.agent_auth_key("edge", &fp(&first)).await.unwrap(), KeyLookup::Expired(_)), "grace over");
+    // Only public keys are stored: no column can hold a seed, a secret or its hash.
+    let row = sqlx::query("SELECT * FROM agents").fetch_one(store.pool()).await.unwrap();
+    let columns: Vec<String> = row.columns().iter().map(|c| c.name().to_owned()).collect();
+    assert!(!columns.iter().any(|c| c.contains("secret")), "{columns:?}");
+    let keys: String = row.get("auth_keys");
+    assert!(keys.contains(&second.auth_public().to_base64()) && !keys.contains(second.seed_base64().as_str()));
     assert!(store.remove_agent("operator", "edge").await.unwrap());
-    assert_eq!(store.authenticate_agent("third-secret").await.unwrap(), None, "a removed agent cannot log in");
+    assert_eq!(store.agent_auth_key("edge", &fp(&second)).await.unwrap(), KeyLookup::Unregistered, "removed");
     assert!(store.agent("edge").await.unwrap().is_none());
     assert!(!store.remove_agent("operator", "edge").await.unwrap());
 }
@@ -300,5 +309,5 @@ on_both_databases!(
     results_are_encrypted_and_deleted_after_the_hand_off,
     refusals_change_nothing,
     a_waiting_claim_wakes_when_a_job_is_queued,
-    agent_secrets_rotate_with_a_grace_period,
+    agent_keys_are_public_and_expire_after_a_rotation,
 );

@@ -13,7 +13,8 @@ use std::time::Duration;
   kubectl sb approve srr/db-x7k2p --reason \"matches INC-4211\"
   kubectl sb reveal db-x7k2p -o env
   kubectl sb patch edge/vault:team-a/db password=@new-password.txt --reason \"quarterly rotation\"
-  kubectl sb status -w")]
+  kubectl sb status -w
+  kubectl sb trust edge SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU")]
 pub struct Cli {
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -50,7 +51,11 @@ pub enum Command {
   kubectl sb patch edge/vault:team-a/db password=@pw.txt --name rotate-db --reason \"rotation\" --dry-run -o yaml > rotate-db.yaml
 
 Values are read byte for byte from the file or from stdin. `KEY=value` is refused: a value
-on the command line lands in shell history and is visible to other users through `ps`.")]
+on the command line lands in shell history and is visible to other users through `ps`.
+
+Before sealing, the agent's signature over its sealing key is checked against the agent
+fingerprint you trust (known_agents.json; the first patch to an agent records it, see
+`kubectl sb trust --help`). A key not signed by that fingerprint is refused.")]
     Patch(PatchArgs),
     /// List read requests and patches with phase, approvals and age; -w follows them.
     #[command(after_help = "Examples:
@@ -66,6 +71,17 @@ on the command line lands in shell history and is visible to other users through
   kubectl sb catalog
   kubectl sb catalog -l owner=payments     # short for catalog.secrets-bridge.io/owner=payments")]
     Catalog(CatalogArgs),
+    /// Pin an agent's key fingerprint for this cluster: patches seal only to keys signed with it.
+    #[command(after_help = "Examples:
+  kubectl sb trust edge SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU
+  kubectl sb trust edge SHA256:uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek --context prod   # after a rotation
+
+Take the fingerprint from the agent's admin (`sb-agent identity new` prints it), not from
+the cluster: the cluster is what the pin protects you from. Without a pin, the first
+`kubectl sb patch` to an agent trusts the key it presents and records it. Pins are kept
+per cluster (API server URL) in known_agents.json in your config dir ($SB_CONFIG_DIR, else
+$XDG_CONFIG_HOME/secrets-bridge, else ~/.config/secrets-bridge).")]
+    Trust(TrustArgs),
 }
 
 #[derive(Args, Debug)]
@@ -162,6 +178,14 @@ pub struct PatchArgs {
     /// Print the object as yaml or json.
     #[arg(short = 'o', long = "output", value_enum)]
     pub output: Option<ManifestFormat>,
+}
+
+#[derive(Args, Debug)]
+pub struct TrustArgs {
+    /// The agent's name (its AgentRegistration), e.g. edge.
+    pub agent: String,
+    /// The fingerprint of the agent's authentication key: SHA256: and 43 base64 characters.
+    pub fingerprint: String,
 }
 
 #[derive(Args, Debug)]

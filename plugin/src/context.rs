@@ -23,11 +23,14 @@ pub struct ConnectArgs {
     pub namespace: Option<String>,
 }
 
-/// A client and the namespace commands act in.
+/// A client, the namespace commands act in, and which cluster this is.
 #[derive(Clone)]
 pub struct Ctx {
     pub client: Client,
     pub namespace: String,
+    /// The API server URL of the chosen context, without a trailing `/`: agents are pinned
+    /// per cluster under this name (see [`crate::known_agents`]).
+    pub server: String,
 }
 
 impl Ctx {
@@ -43,8 +46,9 @@ impl Ctx {
             .await
             .map_err(|err| PluginError::Kubeconfig(err.to_string()))?;
         let namespace = args.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+        let server = config.cluster_url.to_string().trim_end_matches('/').to_owned();
         let client = Client::try_from(config).map_err(|err| PluginError::Kubeconfig(err.to_string()))?;
-        Ok(Self { client, namespace })
+        Ok(Self { client, namespace, server })
     }
 
     /// A namespaced API for `K` in the current namespace.

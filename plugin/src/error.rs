@@ -45,6 +45,24 @@ pub enum PluginError {
         "no sealing key published yet for agent {agent:?}: the agent has not called in since it was registered; retry once `kubectl get agentregistration {agent}` shows a Key ID"
     )]
     NoSealingKey { agent: String },
+    /// The published sealing key carries no valid signature by one of the agent's registered
+    /// authentication keys: the control plane (or someone with write access to it) may have
+    /// replaced it, so nothing is sealed to it.
+    #[error(
+        "refusing to seal to agent {agent:?} on {server}: its published sealing key is not certified by the agent ({reason}){}; nothing was sealed. Ask the agent's admin to check the agent and its AgentRegistration",
+        expected_signer(pinned.as_deref())
+    )]
+    SealingKeyNotCertified {
+        agent: String,
+        server: String,
+        reason: crate::agent_trust::NotCertified,
+        pinned: Option<String>,
+    },
+    /// The sealing key is certified, but by another key than the one pinned in known_agents.
+    #[error(
+        "refusing to seal to agent {agent:?} on {server}: you pinned its key as {pinned}, but its sealing key is signed by {presented}. Someone may have replaced the agent's keys; nothing was sealed. If the agent's admin confirms that the agent's key was rotated to {presented}, accept it with: kubectl sb trust {agent} {presented}"
+    )]
+    AgentKeyChanged { agent: String, server: String, pinned: String, presented: String },
     /// The request's private key is not on this machine.
     #[error("the private key for request {name} is missing ({}): it was made on another machine or by another user, or its value was already revealed here", path.display())]
     KeyFileMissing { name: String, path: PathBuf },
@@ -104,6 +122,12 @@ impl PluginError {
             other => Self::Api(other.to_string()),
         }
     }
+}
+
+fn expected_signer(pinned: Option<&str>) -> String {
+    pinned
+        .map(|fingerprint| format!("; expected a signature by {fingerprint}, the key you pinned for it"))
+        .unwrap_or_default()
 }
 
 /// The policy's own sentence out of an admission denial

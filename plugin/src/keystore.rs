@@ -22,18 +22,7 @@ pub struct KeyStore {
 impl KeyStore {
     /// The user's key directory (not created until a key is written).
     pub fn from_env() -> Result<Self, PluginError> {
-        let base = if let Some(dir) = std::env::var_os("SB_CONFIG_DIR").filter(|d| !d.is_empty()) {
-            PathBuf::from(dir)
-        } else if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
-            PathBuf::from(dir).join("secrets-bridge")
-        } else if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-            PathBuf::from(home).join(".config").join("secrets-bridge")
-        } else {
-            return Err(PluginError::Usage(
-                "cannot tell where to keep your private keys: set SB_CONFIG_DIR, XDG_CONFIG_HOME or HOME".into(),
-            ));
-        };
-        Ok(Self { dir: base.join("keys") })
+        Ok(Self { dir: crate::config::config_dir()?.join("keys") })
     }
 
     /// A store rooted at `dir` (the keys directory itself).

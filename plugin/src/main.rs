@@ -50,5 +50,6 @@ async fn run(cli: Cli) -> Result<(), PluginError> {
         Command::Status(args) => commands::status::run(&ctx, args).await,
         Command::Discover(args) => commands::discover::run(&ctx, args).await,
         Command::Catalog(args) => commands::discover::catalog(&ctx, args).await,
+        Command::Trust(args) => commands::trust::run(&ctx, args),
     }
 }

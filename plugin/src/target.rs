@@ -28,7 +28,7 @@ pub fn parse_agent_provider(text: &str) -> Result<(String, String), PluginError>
     }
 }
 
-fn is_dns_label(text: &str) -> bool {
+pub(crate) fn is_dns_label(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 63
         && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -4,23 +4,20 @@
 mod support;
 
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use sb_core::binding::patch_aad;
-use sb_core::crd::{AgentRegistration, SecretPatch};
+use sb_core::crd::SecretPatch;
+use sb_core::identity::AgentKeys;
 use sb_core::seal::{KeyPair, Purpose, open};
-use serde_json::json;
-use support::{Env, NS, repo_file};
+use support::{Env, NS};
 
-/// Registers agent `edge` and publishes `key` as its sealing key (the operator's job).
-async fn register_edge(env: &Env, key: Option<&KeyPair>) {
-    let path = repo_file("examples/agentregistration.yaml");
-    env.kubectl("admin", &["apply", "-f", path.to_str().unwrap()], None).await.expect_ok("register edge");
-    if let Some(key) = key {
-        let status = json!({"status": {"phase": "Ready", "sealingPublicKey": key.public.to_base64(), "sealingKeyId": key.key_id()}});
-        Api::<AgentRegistration>::all(env.client("admin").await)
-            .patch_status("edge", &PatchParams::default(), &Patch::Merge(status))
-            .await
-            .unwrap();
+/// Registers agent `edge` and, when `agent` is given, publishes its certified sealing key
+/// (the operator's job).
+async fn register_edge(env: &Env, agent: Option<&AgentKeys>) {
+    let registered = AgentKeys::generate();
+    let agent_keys = agent.unwrap_or(&registered);
+    env.register_agent("edge", &[agent_keys]).await;
+    if let Some(agent) = agent {
+        env.publish_sealing_key("edge", agent, agent.sealing()).await;
     }
 }
 
@@ -35,8 +32,9 @@ fn opened(patch: &SecretPatch, agent: &KeyPair, key: &str) -> String {
 #[tokio::test]
 async fn a_patch_seals_file_and_stdin_values_to_the_agent() {
     let env = Env::start().await;
-    let agent = KeyPair::generate();
-    register_edge(&env, Some(&agent)).await;
+    let keys = AgentKeys::generate();
+    register_edge(&env, Some(&keys)).await;
+    let agent = keys.sealing();
     let (password, username) = (env.canary(), env.canary());
     let file = env.home("alice").join("new-password");
     std::fs::write(&file, &password).unwrap();
@@ -69,11 +67,11 @@ async fn a_patch_seals_file_and_stdin_values_to_the_agent() {
     assert_eq!(patch.spec.requester, "alice");
     assert_eq!(patch.spec.justification, "rotation");
     assert_eq!(patch.spec.delete, ["old"]);
-    assert_eq!(opened(&patch, &agent, "password"), password);
-    assert_eq!(opened(&patch, &agent, "username"), username);
+    assert_eq!(opened(&patch, agent, "password"), password);
+    assert_eq!(opened(&patch, agent, "username"), username);
     // Bound to this patch: the same envelope does not open as another key of it.
     let aad = patch_aad(NS, "rotate-db", &patch.spec.target, "username");
-    assert!(open(&agent, Purpose::PatchValue, &aad, &patch.spec.values["password"]).is_err());
+    assert!(open(agent, Purpose::PatchValue, &aad, &patch.spec.values["password"]).is_err());
 
     env.sb("bob", &["approve", "sp/rotate-db", "--reason", "CHG-1", "-n", NS], None).await.expect_ok("bob approves");
     env.assert_no_canary_stored().await;
@@ -82,8 +80,9 @@ async fn a_patch_seals_file_and_stdin_values_to_the_agent() {
 #[tokio::test]
 async fn a_dry_run_manifest_applies_later_and_still_opens() {
     let env = Env::start().await;
-    let agent = KeyPair::generate();
-    register_edge(&env, Some(&agent)).await;
+    let keys = AgentKeys::generate();
+    register_edge(&env, Some(&keys)).await;
+    let agent = keys.sealing();
     let password = env.canary();
     let file = env.home("alice").join("pw");
     std::fs::write(&file, &password).unwrap();
@@ -108,7 +107,7 @@ async fn a_dry_run_manifest_applies_later_and_still_opens() {
         .await
         .expect_ok("kubectl apply of the manifest");
     let patch = Api::<SecretPatch>::namespaced(env.client("admin").await, NS).get(&name).await.unwrap();
-    assert_eq!(opened(&patch, &agent, "password"), password);
+    assert_eq!(opened(&patch, agent, "password"), password);
     env.assert_no_canary_stored().await;
 }
 

@@ -1,5 +1,5 @@
-//! The agent's only outbound channel: HTTPS to the operator's agent API, with the agent
-//! secret as bearer token on every request.
+//! The agent's only outbound channel: HTTPS to the operator's agent API, every request
+//! signed with the agent's own Ed25519 key (`sb-agent-signature` header).
 
 mod tls;
 
@@ -7,6 +7,7 @@ pub use tls::{PinnedVerifier, TlsSetupError, client_config, install_crypto_provi
 
 use crate::identity::Identity;
 use reqwest::Url;
+use sb_core::identity::{AgentKeys, RequestSignature, SIGNATURE_HEADER, sealing_key_statement};
 use sb_core::protocol::{
     CLAIM_PATH, CatalogPage, ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse, ErrorBody, ErrorReason,
     HEARTBEAT_PATH, HeartbeatRequest, HeartbeatResponse, catalog_page_path, complete_path,
@@ -15,7 +16,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::net::IpAddr;
 use std::time::Duration;
-use zeroize::Zeroizing;
 
 /// Why the agent will not talk to the configured operator at all.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +80,10 @@ pub fn check_endpoint(url: &str, insecure_loopback: bool) -> Result<Url, Endpoin
 pub struct OperatorClient {
     http: reqwest::Client,
     base: Url,
-    secret: Zeroizing<String>,
+    agent_id: String,
+    keys: std::sync::Arc<AgentKeys>,
+    /// The sealing-key certificate, signed once at start: (signed at, signature).
+    sealing_certificate: (String, String),
 }
 
 impl OperatorClient {
@@ -106,7 +109,18 @@ impl OperatorClient {
             builder.tls_backend_preconfigured(tls)
         };
         let http = builder.build().map_err(|e| EndpointError::Client(e.to_string()))?;
-        Ok(Self { http, base, secret: identity.secret.clone() })
+        let keys = identity.keys.clone();
+        let sealing = keys.sealing();
+        let signed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let statement =
+            sealing_key_statement(&identity.agent_id, &sealing.public.to_base64(), &sealing.key_id(), &signed_at);
+        let signature = keys.sign(&statement);
+        Ok(Self { http, base, agent_id: identity.agent_id.clone(), keys, sealing_certificate: (signed_at, signature) })
+    }
+
+    /// When the agent signed its sealing key and the signature (for the heartbeat).
+    pub fn sealing_certificate(&self) -> (String, String) {
+        self.sealing_certificate.clone()
     }
 
     /// `POST /v1/agent/heartbeat`.
@@ -137,12 +151,24 @@ impl OperatorClient {
         timeout: Duration,
     ) -> Result<R, TransportError> {
         let url = self.base.join(path).map_err(|e| TransportError::Decode(e.to_string()))?;
+        let body = serde_json::to_vec(body).map_err(|e| TransportError::Decode(e.to_string()))?;
+        // Every request is signed with the agent's own key; the operator holds only the
+        // public half, so it cannot make requests in the agent's name.
+        let signed = RequestSignature::sign(
+            &self.keys,
+            &self.agent_id,
+            "POST",
+            url.path(),
+            chrono::Utc::now().timestamp(),
+            &body,
+        );
         let response = self
             .http
             .post(url)
-            .bearer_auth(self.secret.as_str())
+            .header(SIGNATURE_HEADER, signed.to_header())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .timeout(timeout)
-            .json(body)
+            .body(body)
             .send()
             .await
             .map_err(|e| TransportError::Unreachable(error_chain(&e)))?;

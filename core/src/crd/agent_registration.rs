@@ -1,24 +1,21 @@
 //! `AgentRegistration`: an admin registers one agent and the providers it may serve.
 
-use super::common::{DNS_LABEL_PATTERN, ProviderType, SecretReference};
+use super::common::{DNS_LABEL_PATTERN, ProviderType};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Set this annotation on an AgentRegistration to a new value (e.g. a timestamp) to mint a
-/// new agent credential; the old one keeps working for the grace period.
-pub const ROTATE_CREDENTIAL_ANNOTATION: &str = "secrets-bridge.io/rotate-credential";
-
-/// Registers one agent (one per target boundary: a cluster, VPC or account). The operator
-/// mints the agent's credential into `<name>-agent-identity` in its own namespace, tracks
-/// heartbeats, and publishes the agent's sealing public key in status.
+/// Registers one agent (one per target boundary: a cluster, VPC or account). The agent's keys
+/// are born in its own boundary (`sb-agent identity new`); the admin registers only their
+/// public half in `spec.authKeys`. The operator authenticates the agent's signed requests
+/// against those keys, tracks heartbeats, and publishes the agent-signed sealing key in status.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "secrets-bridge.io",
     version = "v1alpha1",
     kind = "AgentRegistration",
-    doc = "Registers one agent and the providers it may serve; the operator mints its credential and publishes its sealing key.",
+    doc = "Registers one agent by its public keys and the providers it may serve; the operator publishes its agent-signed sealing key.",
     status = "AgentRegistrationStatus",
     shortname = "agentreg",
     shortname = "sbagent",
@@ -32,6 +29,13 @@ pub const ROTATE_CREDENTIAL_ANNOTATION: &str = "secrets-bridge.io/rotate-credent
 #[x_kube(validation = Rule::new("self.providers.all(p, !oldSelf.providers.exists(o, o.name == p.name) || oldSelf.providers.exists(o, o.name == p.name && o.type == p.type))").message("a provider's type cannot change; register it under a new name"))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRegistrationSpec {
+    /// The agent's public authentication keys (Ed25519), as `sb-agent identity new` prints
+    /// them. The agent signs every request and its sealing key with the private half, which
+    /// never leaves its boundary. To rotate, add the new key next to the old one: the older
+    /// keys stop working `rotationGraceSeconds` after the operator first sees the newest.
+    #[schemars(length(min = 1, max = 4))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["publicKey"]))]
+    pub auth_keys: Vec<AgentAuthKey>,
     /// What this agent is for (shown to people; not used by the operator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
@@ -49,10 +53,19 @@ pub struct AgentRegistrationSpec {
     #[serde(default = "default_stale_after")]
     #[schemars(range(min = 1, max = 100))]
     pub stale_after_missed_heartbeats: i64,
-    /// How long the previous credential keeps working after a rotation, in seconds.
+    /// How long older `authKeys` keep working once a newer one is added, in seconds.
     #[serde(default = "default_rotation_grace")]
     #[schemars(range(min = 0, max = 604800))]
     pub rotation_grace_seconds: i64,
+}
+
+/// One public authentication key of an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentAuthKey {
+    /// Ed25519 public key, standard padded base64 of 32 bytes.
+    #[schemars(length(min = 44, max = 44), regex(pattern = r"^[A-Za-z0-9+/]{43}=$"))]
+    pub public_key: String,
 }
 
 fn default_heartbeat_interval() -> i64 {
@@ -132,21 +145,20 @@ pub struct AgentRegistrationStatus {
     /// Pending, Ready or Stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<AgentPhase>,
-    /// Standard conditions (Ready, Stale, CredentialIssued) with reasons.
+    /// Standard conditions (Ready, Stale, KeysAccepted) with reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation of the spec the operator last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The Secret holding the agent's `identity.json`.
+    /// Each registered authentication key: its fingerprint, when the operator first saw it,
+    /// and when it stops being accepted (set once a newer key is registered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_keys: Vec<AuthKeyStatus>,
+    /// Where and how the agent reaches the operator: give these to `sb-agent` (or to
+    /// `sb-agent identity new`) as `--operator-url`, `--ca-file` and `--spki-pin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential_secret_ref: Option<SecretReference>,
-    /// When the current credential was minted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential_issued_at: Option<Time>,
-    /// Until when the previous credential is still accepted after a rotation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_credential_expires_at: Option<Time>,
+    pub agent_api: Option<AgentApiCoordinates>,
     /// When the agent last called in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat: Option<Time>,
@@ -160,7 +172,45 @@ pub struct AgentRegistrationStatus {
     /// value sealed to another key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealing_key_id: Option<String>,
+    /// The agent's Ed25519 signature (base64) over its id, the sealing key, its key id and
+    /// `sealingKeySignedAt`: `kubectl sb patch` verifies it against the agent fingerprint
+    /// the user pinned before sealing, so a swapped key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealing_key_signature: Option<String>,
+    /// When the agent signed its sealing key (RFC 3339, exactly as signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealing_key_signed_at: Option<String>,
+    /// Fingerprint of the authentication key that signed the sealing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealing_key_signed_by: Option<String>,
     /// Health of each provider as last reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderHealth>,
+}
+
+/// One registered authentication key as the operator tracks it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthKeyStatus {
+    /// `SHA256:<base64>` of the key's SubjectPublicKeyInfo.
+    pub fingerprint: String,
+    /// The public key (base64), as in spec.
+    pub public_key: String,
+    /// When the operator first saw this key in spec.
+    pub first_seen: Time,
+    /// After this instant the key no longer authenticates (a newer key was registered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+}
+
+/// The agent API's public coordinates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentApiCoordinates {
+    /// Base URL of the operator's agent API.
+    pub endpoint: String,
+    /// PEM bundle of the CA that signed the agent API's serving certificate.
+    pub ca_bundle: String,
+    /// SHA-256 (base64) of the serving certificate's SubjectPublicKeyInfo.
+    pub spki_sha256: String,
 }

@@ -47,6 +47,10 @@ pub enum SealError {
     /// Wrong key, wrong associated data, wrong purpose or tampered ciphertext.
     #[error("decryption failed: wrong key, wrong binding, or tampered envelope")]
     DecryptionFailed,
+
+    /// A signature (agent request or sealing-key certificate) does not verify.
+    #[error("the signature does not verify against the agent's key")]
+    BadSignature,
 }
 
 impl SealError {
@@ -63,6 +67,7 @@ impl SealError {
             Self::InvalidPublicKey => "InvalidPublicKey",
             Self::EncryptionFailed => "EncryptionFailed",
             Self::DecryptionFailed => "DecryptionFailed",
+            Self::BadSignature => "BadSignature",
         }
     }
 

@@ -1,5 +1,5 @@
 //! X25519 key types for sealing: [`PublicKey`], [`PrivateKey`], [`KeyPair`], and the
-//! agent's restart-stable key from [`derive_agent_keypair`].
+//! agent's restart-stable key from its locally generated seed ([`KeyPair::derive_from_seed`]).
 
 use std::{borrow::Cow, fmt, str::FromStr};
 
@@ -17,7 +17,7 @@ pub const KEY_LEN: usize = 32;
 /// Prefix of every key id; names the key type so a future suite's ids cannot collide.
 const KEY_ID_PREFIX: &str = "x25519:";
 
-/// HKDF salt and info for [`derive_agent_keypair`]. Changing either changes every agent's
+/// HKDF salt and info for [`KeyPair::derive_from_seed`]. Changing either changes every agent's
 /// sealing key, which orphans every SecretPatch sealed to it: bump the version instead.
 const AGENT_KEY_SALT: &[u8] = b"secrets-bridge/v1";
 const AGENT_KEY_INFO: &[u8] = b"secrets-bridge/v1/agent-sealing-key";
@@ -188,25 +188,25 @@ impl KeyPair {
         self.public.key_id()
     }
 
+    /// The agent's sealing key pair, derived from the agent's seed — 32 random bytes made by
+    /// `sb-agent identity new` inside the agent's own boundary and never sent anywhere — so
+    /// it is the same after every restart with no key file but `identity.json`.
+    ///
+    /// HKDF-SHA256 (salt `secrets-bridge/v1`, info `secrets-bridge/v1/agent-sealing-key`)
+    /// turns the seed into 32 bytes of input keying material, then RFC 9180 `DeriveKeyPair`
+    /// turns that into the X25519 key pair. The authentication key comes from the same seed
+    /// under another label (`sb_core::identity`), so neither key reveals the other.
+    pub fn derive_from_seed(seed: &[u8]) -> Self {
+        let mut ikm = Zeroizing::new([0u8; KEY_LEN]);
+        Hkdf::<Sha256>::new(Some(AGENT_KEY_SALT), seed)
+            .expand(AGENT_KEY_INFO, ikm.as_mut())
+            .expect("32 bytes is within HKDF-SHA256's output limit");
+        Self::from_hpke(Kem::derive_keypair(ikm.as_ref()))
+    }
+
     fn from_hpke((private, public): (<Kem as hpke::Kem>::PrivateKey, <Kem as hpke::Kem>::PublicKey)) -> Self {
         Self { private: PrivateKey(private), public: PublicKey::from_hpke(&public) }
     }
-}
-
-/// The agent's sealing key pair, derived from its agent secret so it is the same after every
-/// restart with no key file on disk.
-///
-/// HKDF-SHA256 (salt `secrets-bridge/v1`, info `secrets-bridge/v1/agent-sealing-key`) turns
-/// the secret into 32 bytes of input keying material, then RFC 9180 `DeriveKeyPair` turns that
-/// into the X25519 key pair. The domain separation means the same agent secret used as a
-/// bearer credential elsewhere never doubles as the key itself. The secret should carry at
-/// least 256 bits of entropy.
-pub fn derive_agent_keypair(agent_secret: &[u8]) -> KeyPair {
-    let mut ikm = Zeroizing::new([0u8; KEY_LEN]);
-    Hkdf::<Sha256>::new(Some(AGENT_KEY_SALT), agent_secret)
-        .expand(AGENT_KEY_INFO, ikm.as_mut())
-        .expect("32 bytes is within HKDF-SHA256's output limit");
-    KeyPair::from_hpke(Kem::derive_keypair(ikm.as_ref()))
 }
 
 /// Strict standard-base64 decode with a cap on the input so garbage cannot allocate much.

@@ -6,7 +6,7 @@
 //! - [`Purpose::ReadDelivery`]: the agent seals a value it read to the requester's
 //!   ephemeral [`PublicKey`] (`spec.recipient` of a SecretRead);
 //! - [`Purpose::PatchValue`]: the requester seals a new value to the agent's sealing key,
-//!   [`derive_agent_keypair`] of its agent secret, published in `AgentRegistration.status`.
+//!   [`KeyPair::derive_from_seed`] of its locally generated seed, published in `AgentRegistration.status`.
 //!
 //! Every ciphertext is bound by its [`Aad`] to the object uid, the target and the key name,
 //! and by the purpose's HPKE `info` to its direction. The result is an [`Envelope`].
@@ -20,7 +20,7 @@ mod value;
 pub use aad::{Aad, Purpose};
 pub use envelope::{ALG, ENVELOPE_VERSION, Envelope, MAX_VALUE_LEN};
 pub use error::SealError;
-pub use keys::{KEY_LEN, KeyPair, PrivateKey, PublicKey, derive_agent_keypair};
+pub use keys::{KEY_LEN, KeyPair, PrivateKey, PublicKey};
 pub use value::SecretValue;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};

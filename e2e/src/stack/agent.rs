@@ -1,8 +1,10 @@
-//! The real `sb-agent` process, started with the identity.json the operator minted and a YAML
-//! config pointing at OpenBao dev and moto.
+//! The real `sb-agent` process: its identity made by `sb-agent identity new` in its own
+//! directory (the agent's boundary; the control plane never sees it), a YAML config pointing
+//! at OpenBao dev and moto, and the operator's published agent API coordinates as flags.
 
 use super::providers::Bao;
 use anyhow::{Context, bail};
+use sb_core::crd::AgentApiCoordinates;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -30,26 +32,92 @@ providers:
     )
 }
 
+/// What `sb-agent identity new --format json` prints: the public half to register.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewIdentity {
+    pub agent_id: String,
+    pub public_key: String,
+    pub fingerprint: String,
+    pub sealing_key_id: String,
+}
+
+/// The agent's own directory (its boundary) with the identity it made for itself.
+pub struct AgentHome {
+    pub dir: tempfile::TempDir,
+    pub identity: NewIdentity,
+    /// What `sb-agent identity new` printed for the admin (the AgentRegistration snippet).
+    pub printed: String,
+}
+
+impl AgentHome {
+    /// Runs `sb-agent identity new --agent-id <id>` in a fresh directory, as the admin does
+    /// in the agent's boundary, and reads the public key from the snippet it prints.
+    pub fn create(binary: &std::path::Path, agent_id: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let out = Command::new(binary)
+            .args(["identity", "new", "--agent-id", agent_id, "--out"])
+            .arg(dir.path().join("identity.json"))
+            .output()
+            .with_context(|| format!("running {} identity new", binary.display()))?;
+        if !out.status.success() {
+            bail!("sb-agent identity new failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        let snippet: serde_json::Value =
+            serde_yaml::from_str(&printed).context("the snippet sb-agent identity new printed")?;
+        let public_key = snippet["authKeys"][0]["publicKey"].as_str().context("authKeys[0].publicKey")?.to_owned();
+        let public = sb_core::identity::AuthPublicKey::from_base64(&public_key)?;
+        let keys: sb_core::protocol::AgentIdentity =
+            serde_json::from_slice(&std::fs::read(dir.path().join("identity.json"))?)?;
+        let sealing = sb_core::identity::AgentKeys::from_seed_base64(&keys.agent_key)?.sealing().key_id();
+        let identity = NewIdentity {
+            agent_id: agent_id.to_owned(),
+            public_key,
+            fingerprint: public.fingerprint(),
+            sealing_key_id: sealing,
+        };
+        Ok(Self { dir, identity, printed })
+    }
+}
+
 /// A running (or stopped) agent.
 pub struct AgentProcess {
     child: Option<Child>,
     binary: PathBuf,
-    /// identity.json, agent.yaml and the logs.
+    /// identity.json, agent.yaml, ca.pem and the logs.
     pub dir: tempfile::TempDir,
+    /// The public half of the agent's identity.
+    pub identity: NewIdentity,
+    /// What `sb-agent identity new` printed.
+    pub identity_snippet: String,
     vault_token: String,
+    api: AgentApiCoordinates,
     starts: u32,
 }
 
 impl AgentProcess {
-    /// Writes identity.json (0600) and agent.yaml, then starts the agent.
-    pub async fn start(binary: PathBuf, identity: &[u8], config: &str, bao: &Bao) -> anyhow::Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir()?;
-        let identity_path = dir.path().join("identity.json");
-        std::fs::write(&identity_path, identity)?;
-        std::fs::set_permissions(&identity_path, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::write(dir.path().join("agent.yaml"), config)?;
-        let mut agent = Self { child: None, binary, dir, vault_token: bao.token.clone(), starts: 0 };
+    /// Writes agent.yaml and the operator's CA next to the identity, then starts the agent
+    /// pointed at the published agent API.
+    pub async fn start(
+        binary: PathBuf,
+        home: AgentHome,
+        config: &str,
+        bao: &Bao,
+        api: AgentApiCoordinates,
+    ) -> anyhow::Result<Self> {
+        std::fs::write(home.dir.path().join("agent.yaml"), config)?;
+        std::fs::write(home.dir.path().join("ca.pem"), &api.ca_bundle)?;
+        let mut agent = Self {
+            child: None,
+            binary,
+            dir: home.dir,
+            identity: home.identity,
+            identity_snippet: home.printed,
+            vault_token: bao.token.clone(),
+            api,
+            starts: 0,
+        };
         agent.spawn()?;
         Ok(agent)
     }
@@ -67,13 +135,16 @@ impl AgentProcess {
             .arg(self.dir.path().join("agent.yaml"))
             .arg("--identity-file")
             .arg(self.dir.path().join("identity.json"))
+            .args(["--operator-url", &self.api.endpoint, "--spki-pin", &self.api.spki_sha256])
+            .arg("--ca-file")
+            .arg(self.dir.path().join("ca.pem"))
             .args(["--health-addr", &health.to_string()])
             .args(["--claim-wait-seconds", "5", "--shutdown-grace-seconds", "5"])
             .env("VAULT_TOKEN", &self.vault_token)
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("RUST_LOG", "info,sb_agent=debug")
             .env_remove("SB_AGENT_ID")
-            .env_remove("SB_AGENT_SECRET")
+            .env_remove("SB_AGENT_KEY")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -1,20 +1,28 @@
-//! The sealed value of `examples/secretpatch.yaml`: sealed to the **demo** agent key, the key
-//! an agent derives from the published secret [`DEMO_AGENT_SECRET`]. Anyone can open it, so it
-//! shows the shape of a committed patch and nothing more; `kubectl sb patch --dry-run -o yaml`
-//! seals to your own agent's key. `sb-demo --seal-example` regenerates the file.
+//! The sealed value of `examples/secretpatch.yaml`: sealed to the **demo** agent's key, the
+//! sealing key of the published demo identity `examples/demo-agent-identity.json` (a DEMO KEY:
+//! anyone can open what is sealed to it). It shows the shape of a committed patch and nothing
+//! more; `kubectl sb patch --dry-run -o yaml` seals to your own agent's key, which only that
+//! agent holds. `sb-demo --seal-example` regenerates the file.
 
 use sb_core::binding::patch_aad;
 use sb_core::crd::{SecretPatch, TargetRef};
-use sb_core::seal::{KeyPair, Purpose, SecretValue, derive_agent_keypair, open, seal};
+use sb_core::identity::AgentKeys;
+use sb_core::seal::{KeyPair, Purpose, SecretValue, open, seal};
 
-/// The published demo agent secret (never an agent's real credential).
-pub const DEMO_AGENT_SECRET: &str = "secrets-bridge-demo-agent-secret-never-use-in-production";
+/// The seed of the published demo identity (`examples/demo-agent-identity.json`). A demo
+/// key, committed on purpose: never an agent's real identity.
+pub const DEMO_AGENT_KEY: &str = "A1viV0kLwe9izB9S42nYn1XOTpFr1hFYEtsgZ-KI-cE";
 /// What `examples/secretpatch.yaml` sets `password` to.
 pub const DEMO_VALUE: &str = "correct-horse-battery-staple";
 
+/// The demo agent's keys.
+pub fn demo_keys() -> AgentKeys {
+    AgentKeys::from_seed_base64(DEMO_AGENT_KEY).expect("the demo key is well formed")
+}
+
 /// The demo agent's sealing key pair.
 pub fn demo_keypair() -> KeyPair {
-    derive_agent_keypair(DEMO_AGENT_SECRET.as_bytes())
+    demo_keys().derive_sealing()
 }
 
 fn target() -> TargetRef {
@@ -24,7 +32,10 @@ fn target() -> TargetRef {
 /// The whole of `examples/secretpatch.yaml`, with a fresh seal of [`DEMO_VALUE`].
 pub fn secretpatch_yaml() -> anyhow::Result<String> {
     let aad = patch_aad("team-a", "rotate-db-password", &target(), "password");
-    let envelope = seal(&demo_keypair().public, Purpose::PatchValue, &aad, &SecretValue::new(DEMO_VALUE.into()))?;
+    let keys = demo_keypair();
+    let envelope = seal(&keys.public, Purpose::PatchValue, &aad, &SecretValue::new(DEMO_VALUE.into()))?;
+    let private = keys.private.to_base64().to_string();
+    let aad_hex: String = aad.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
     let sealed = serde_yaml::to_string(&envelope)?;
     let sealed: String = sealed.lines().map(|l| format!("      {l}\n")).collect();
     Ok(format!(
@@ -36,9 +47,14 @@ pub fn secretpatch_yaml() -> anyhow::Result<String> {
 # keeping the other keys. Write your own with:
 #   kubectl sb patch edge/vault:team-a/db password=@new-password.txt --name rotate-db-password \
 #     -n team-a --reason "..." --dry-run -o yaml > rotate-db-password.yaml
-# This file's value is sealed to the *demo* agent key (derived from the published secret in
-# e2e/src/stack/example.rs) and opens to "{DEMO_VALUE}"; regenerate it with
-# `cargo run -p sb-e2e --bin sb-demo -- --seal-example > examples/secretpatch.yaml`.
+# This file's value is sealed to the *demo* agent's key — the published DEMO identity
+# examples/demo-agent-identity.json, never a real agent's — and opens to "{DEMO_VALUE}".
+# HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM;
+# info "secrets-bridge/v1/patch-value"; the demo X25519 private key (raw, base64) is
+# {private}
+# and the aad (sb_core::seal::Aad: each field length-prefixed, 4-byte big-endian) is, in hex,
+# {aad_hex}.
+# Regenerate with `cargo run -p sb-e2e --bin sb-demo -- --seal-example > examples/secretpatch.yaml`.
 apiVersion: secrets-bridge.io/v1alpha1
 kind: SecretPatch
 metadata:

@@ -10,9 +10,9 @@ pub const USERS: &[(&str, &[&str])] =
 
 /// team-a with the shipped roles bound: developers request, bob approves (by user name,
 /// because the operator's SubjectAccessReview knows the approver's name only), everybody may
-/// read the agents' published sealing keys; and `edge` serving `vault` and `aws` under
-/// `prefix` only.
-pub fn setup_yaml(prefix: &str) -> String {
+/// read the agents' published sealing keys; and `edge`, registered by the public key
+/// `auth_key` its identity printed, serving `vault` and `aws` under `prefix` only.
+pub fn setup_yaml(prefix: &str, auth_key: &str) -> String {
     format!(
         r#"
 apiVersion: v1
@@ -47,6 +47,7 @@ metadata: {{name: edge}}
 spec:
   description: the real sb-agent, serving OpenBao dev and moto
   heartbeatIntervalSeconds: 5
+  authKeys: [{{publicKey: "{auth_key}"}}]
   providers:
     - name: vault
       type: Vault

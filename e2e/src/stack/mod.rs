@@ -82,7 +82,10 @@ impl Stack {
 
         let cluster = Cluster::start(USERS).await?;
         cluster.install_chart(OPERATOR_NAMESPACE, &[]).await?;
-        let setup = manifests::setup_yaml(&prefix);
+        // The admin step: the agent makes its identity in its own boundary and the admin
+        // registers the public key it printed.
+        let home = agent::AgentHome::create(&agent_binary, "edge")?;
+        let setup = manifests::setup_yaml(&prefix, &home.identity.public_key);
         let applied = cluster.kubectl("admin", &["apply", "-f", "-"], Some(&setup)).await?;
         if !applied.ok {
             bail!("applying the namespace, bindings and AgentRegistration failed: {}", applied.stderr);
@@ -102,12 +105,17 @@ impl Stack {
 
         let aws_endpoint = options.aws_endpoint.clone().unwrap_or_else(|| moto.endpoint.clone());
         let config = agent::config_yaml(&prefix, &bao, &aws_endpoint);
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
-        let identity =
-            wait_until(&secrets, "edge-agent-identity", "the agent identity Secret", |_| true, || operator.logs())
-                .await?;
-        let identity = identity.data.and_then(|d| d.get("identity.json").cloned()).context("identity.json missing")?.0;
-        let agent = AgentProcess::start(agent_binary, &identity, &config, &bao).await?;
+        let regs: Api<AgentRegistration> = Api::all(admin.clone());
+        let published = wait_until(
+            &regs,
+            "edge",
+            "the agent API coordinates in status",
+            |r| r.status.as_ref().is_some_and(|s| s.agent_api.is_some()),
+            || operator.logs(),
+        )
+        .await?;
+        let api = published.status.and_then(|s| s.agent_api).context("agentApi in status")?;
+        let agent = AgentProcess::start(agent_binary, home, &config, &bao, api).await?;
 
         let stack = Self {
             cluster,

@@ -20,8 +20,8 @@ impl ApiError {
         Self { status, reason, message: message.into() }
     }
 
-    pub fn unauthenticated() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorReason::Unauthenticated, "a valid bearer agent secret is required")
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorReason::Unauthenticated, message)
     }
 
     pub fn malformed(what: &str, error: &serde_json::Error) -> Self {
@@ -87,7 +87,7 @@ impl IntoResponse for ApiError {
         let mut response =
             (self.status, Json(ErrorBody { reason: self.reason, message: self.message })).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("SB-Agent-Signature"));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

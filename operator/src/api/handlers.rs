@@ -8,6 +8,7 @@ use super::metrics::OutcomeLabels;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use sb_core::identity::sealing_key_statement;
 use sb_core::protocol::{
     CatalogPage, ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse, ErrorReason, HeartbeatRequest,
     HeartbeatResponse, JobOutcome, MAX_CLAIM_JOBS, MAX_CLAIM_WAIT_SECONDS,
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 pub(super) async fn heartbeat(
     State(state): State<ApiState>,
-    AuthedAgent(agent): AuthedAgent,
+    AuthedAgent(agent, signer): AuthedAgent,
     StrictJson(request): StrictJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let key = PublicKey::from_base64(&request.sealing_public_key)
@@ -25,7 +26,20 @@ pub(super) async fn heartbeat(
     if key.key_id() != request.sealing_key_id {
         return Err(ApiError::invalid_field("sealingKeyId does not match sealingPublicKey"));
     }
-    let record = state.store.touch_agent(&agent, &request).await?;
+    // The sealing key is published only with the agent's own certificate over it; the
+    // plugin checks the same signature against the fingerprint its user pinned.
+    let statement = sealing_key_statement(
+        &agent,
+        &request.sealing_public_key,
+        &request.sealing_key_id,
+        &request.sealing_key_signed_at,
+    );
+    if signer.verify(&statement, &request.sealing_key_signature).is_err() {
+        return Err(ApiError::invalid_field(
+            "sealingKeySignature does not verify with the key that signed this request",
+        ));
+    }
+    let record = state.store.touch_agent(&agent, &request, &signer.fingerprint()).await?;
     Ok(Json(HeartbeatResponse {
         agent_id: agent,
         server_time: chrono::Utc::now(),
@@ -36,7 +50,7 @@ pub(super) async fn heartbeat(
 
 pub(super) async fn claim(
     State(state): State<ApiState>,
-    AuthedAgent(agent): AuthedAgent,
+    AuthedAgent(agent, _): AuthedAgent,
     StrictJson(request): StrictJson<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
     if !(1..=MAX_CLAIM_JOBS).contains(&request.max_jobs) {
@@ -55,7 +69,7 @@ pub(super) async fn claim(
 pub(super) async fn complete(
     State(state): State<ApiState>,
     Path(job_id): Path<String>,
-    AuthedAgent(agent): AuthedAgent,
+    AuthedAgent(agent, _): AuthedAgent,
     StrictJson(request): StrictJson<CompleteRequest>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
     let response = state.store.complete_job(&agent, &job_id, &request).await.inspect_err(|e| {
@@ -74,7 +88,7 @@ pub(super) async fn complete(
 pub(super) async fn catalog_page(
     State(state): State<ApiState>,
     Path(job_id): Path<String>,
-    AuthedAgent(agent): AuthedAgent,
+    AuthedAgent(agent, _): AuthedAgent,
     StrictJson(page): StrictJson<CatalogPage>,
 ) -> Result<Json<crate::store::CatalogAck>, ApiError> {
     Ok(Json(state.store.record_catalog_page(&agent, &job_id, &page).await?))

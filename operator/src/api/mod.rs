@@ -1,5 +1,5 @@
 //! The agent API (DESIGN.md §3): heartbeat, long-poll claim, completion and discovery pages,
-//! authenticated by the agent's bearer secret. Build it with [`router`] and serve it with
+//! authenticated by the agent's signature with its own registered key (`extract::authenticate`). Build it with [`router`] and serve it with
 //! [`crate::tls::serve_tls`]; tests drive it with `tower::ServiceExt::oneshot`.
 
 mod error;
@@ -66,6 +66,7 @@ pub fn router(state: ApiState) -> Router {
         .route(CLAIM_PATH, post(handlers::claim))
         .route("/v1/agent/jobs/{job_id}/complete", post(handlers::complete))
         .route("/v1/agent/jobs/{job_id}/catalog", post(handlers::catalog_page))
+        .route_layer(middleware::from_fn_with_state(state.clone(), extract::authenticate))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

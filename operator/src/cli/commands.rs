@@ -5,9 +5,6 @@ use crate::api::{ApiConfig, ServeOptions};
 use crate::store::{Store, StoreOptions, open_pool};
 use crate::tls::{ServingTls, install_crypto_provider};
 use anyhow::Context;
-use base64::Engine;
-use rand::RngCore;
-use sb_core::protocol::AgentIdentity;
 use std::time::Duration;
 
 fn init_json_logs() {
@@ -48,28 +45,36 @@ pub(super) async fn audit_verify(database: DatabaseArgs) -> anyhow::Result<()> {
 }
 
 pub(super) async fn agent(command: AgentCommand) -> anyhow::Result<()> {
-    let AgentCommand::Identity { database, kms, agent_id, endpoint, tls_dir, tls_names, grace_seconds, out } = command;
+    let AgentCommand::Register { database, kms, agent_id, public_keys, tls_dir, tls_names, grace_seconds, ca_out } =
+        command;
     install_crypto_provider();
     let keys = kms.config(std::path::Path::new(super::DEFAULT_KEY_FILE)).build().await.context("key manager")?;
     let store = Store::connect(&database.database_url, keys, StoreOptions::default()).await.context("store")?;
     let tls = ServingTls::load_or_generate(&tls_dir, &tls_names).context("TLS material")?;
-    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(raw.as_mut());
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref());
-    store.set_agent_secret("cli", &agent_id, &secret, Duration::from_secs(grace_seconds)).await?;
-    let identity = AgentIdentity {
-        agent_id,
-        agent_secret: secret,
-        operator_endpoint: endpoint,
-        ca_bundle: tls.ca_pem.clone(),
-        spki_sha256: tls.spki_sha256.clone(),
-    };
-    let json = zeroize::Zeroizing::new(serde_json::to_vec_pretty(&identity)?);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(&out).with_context(|| out.display().to_string())?, &json)?;
-    println!("wrote {} for agent {}", out.display(), identity.agent_id);
+    let previous = store.agent(&agent_id).await?.map(|r| r.auth_keys).unwrap_or_default();
+    let now = chrono::Utc::now();
+    let previous: Vec<sb_core::crd::AuthKeyStatus> = previous
+        .into_iter()
+        .map(|k| sb_core::crd::AuthKeyStatus {
+            fingerprint: k.fingerprint,
+            public_key: k.public_key,
+            first_seen: crate::controllers::to_time(
+                chrono::DateTime::from_timestamp_millis(k.first_seen).unwrap_or(now),
+            ),
+            expires_at: None,
+        })
+        .collect();
+    for key in &public_keys {
+        sb_core::identity::AuthPublicKey::from_base64(key)
+            .with_context(|| format!("{key:?} is not an Ed25519 public key (base64 of 32 bytes)"))?;
+    }
+    let grace = chrono::Duration::seconds(i64::try_from(grace_seconds).unwrap_or(i64::MAX / 1000));
+    let schedule = crate::controllers::agent_registration::key_schedule(&public_keys, &previous, now, grace);
+    store.set_agent_keys("cli", &agent_id, &schedule).await?;
+    std::fs::write(&ca_out, &tls.ca_pem).with_context(|| ca_out.display().to_string())?;
+    for key in &schedule {
+        println!("agent {agent_id}: key {} registered", key.fingerprint);
+    }
+    println!("give the agent: --ca-file {} --spki-pin {}", ca_out.display(), tls.spki_sha256);
     Ok(())
 }

@@ -1,22 +1,18 @@
-//! The AgentRegistration controller: mints the agent's credential (only its hash goes to the
-//! store) into `<name>-agent-identity` in the operator's namespace, rotates it on request
-//! with a grace period for the old one, and publishes heartbeat data from the store.
+//! The AgentRegistration controller: syncs the agent's registered public keys (and when
+//! each older key stops being accepted) to the store, publishes the agent API's coordinates,
+//! and publishes heartbeat data — including the agent-signed sealing key — from the store.
+//! It creates no credential: the agent's keys are born in its own boundary.
 
 use super::conditions::{apply_status, condition, set_condition};
-use super::{Context, Error, OPERATOR_ACTOR, audit_object, now_time, to_time};
+use super::{Context, Error, OPERATOR_ACTOR, audit_object, from_time, to_time};
 use crate::audit::AuditEvent;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use crate::store::StoredAuthKey;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use rand::RngCore;
-use sb_core::crd::{AgentPhase, AgentRegistration, ProviderHealth, ROTATE_CREDENTIAL_ANNOTATION, SecretReference};
-use sb_core::protocol::{AgentIdentity, RegisteredProvider};
-use std::collections::BTreeMap;
+use sb_core::crd::{AgentApiCoordinates, AgentPhase, AgentRegistration, AuthKeyStatus, ProviderHealth};
+use sb_core::identity::AuthPublicKey;
+use sb_core::protocol::RegisteredProvider;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::instrument;
@@ -24,21 +20,41 @@ use tracing::instrument;
 /// Field manager of every write of this controller.
 pub const MANAGER: &str = "sb-operator-agentregistration";
 const CONTROLLER: &str = "agentregistration";
-/// Annotation on the identity Secret recording which rotation request it answers.
-pub const ROTATION_SEEN_ANNOTATION: &str = "secrets-bridge.io/rotation-handled";
-/// Key of the identity file in the Secret.
-pub const IDENTITY_KEY: &str = "identity.json";
 
-/// Name of the identity Secret of agent `name`.
-pub fn identity_secret_name(name: &str) -> String {
-    format!("{name}-agent-identity")
-}
-
-/// A fresh 256-bit agent secret, base64url without padding.
-pub fn mint_secret() -> String {
-    let mut raw = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    URL_SAFE_NO_PAD.encode(raw)
+/// The registered keys with their validity (pure): a key keeps the time it was first seen
+/// (from `previous`, else `now`, in whole seconds as status records it); every key but the
+/// newest stops being accepted `grace` after the newest was first seen. Of keys first seen in
+/// the same second, the one listed last in spec is the newest. Keys that do not parse are
+/// left out (the schema keeps them from being stored in the first place).
+pub fn key_schedule(
+    spec_keys: &[String],
+    previous: &[AuthKeyStatus],
+    now: chrono::DateTime<chrono::Utc>,
+    grace: chrono::Duration,
+) -> Vec<StoredAuthKey> {
+    let mut keys: Vec<StoredAuthKey> = spec_keys
+        .iter()
+        .filter_map(|text| AuthPublicKey::from_base64(text).ok().map(|k| (text, k)))
+        .map(|(text, key)| {
+            let first_seen = previous
+                .iter()
+                .find(|p| p.public_key == *text)
+                .map(|p| from_time(&p.first_seen))
+                .unwrap_or(now)
+                .timestamp()
+                * 1000;
+            StoredAuthKey { public_key: text.clone(), fingerprint: key.fingerprint(), first_seen, expires_at: None }
+        })
+        .collect();
+    let newest = keys.iter().enumerate().max_by_key(|(i, k)| (k.first_seen, *i)).map(|(i, k)| (i, k.first_seen));
+    if let Some((newest, since)) = newest {
+        for (i, key) in keys.iter_mut().enumerate() {
+            if i != newest {
+                key.expires_at = Some(since + grace.num_milliseconds());
+            }
+        }
+    }
+    keys
 }
 
 /// Whether the agent is Ready, Stale or has not called in (pure).
@@ -57,8 +73,8 @@ pub fn liveness(
     }
 }
 
-/// Finalizer guarding the credential hashes in the store: they are state outside
-/// Kubernetes, so deleting the registration must revoke them.
+/// Finalizer guarding the agent's keys in the store: they are state outside Kubernetes, so
+/// deleting the registration must revoke them.
 pub const FINALIZER: &str = "secrets-bridge.io/agent-credential";
 
 /// Reconciles one AgentRegistration.
@@ -117,85 +133,36 @@ async fn set_finalizers(
     Ok(())
 }
 
-/// On deletion: the agent's secrets stop authenticating and the identity Secret is deleted
-/// now, not whenever the garbage collector notices (a real one watches a newly installed
-/// kind only after its next discovery resync). Only a Secret this registration owns is
-/// deleted, with its uid as a precondition.
+/// On deletion: the agent's keys are removed from the store, so it no longer authenticates.
 async fn revoke(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
-    ctx.audit(AuditEvent::now(OPERATOR_ACTOR, "agent.credential.revoke", audit_object(obj))).await?;
+    ctx.audit(AuditEvent::now(OPERATOR_ACTOR, "agent.keys.revoke", audit_object(obj))).await?;
     ctx.store.remove_agent(OPERATOR_ACTOR, &obj.name_any()).await?;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
-    let secret_name = identity_secret_name(&obj.name_any());
-    if let Some(secret) = secrets.get_opt(&secret_name).await? {
-        let ours = secret.owner_references().iter().any(|o| Some(&o.uid) == obj.metadata.uid.as_ref());
-        if ours {
-            let params = kube::api::DeleteParams {
-                preconditions: Some(kube::api::Preconditions {
-                    uid: secret.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match secrets.delete(&secret_name, &params).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
     Ok(Action::await_change())
 }
 
 async fn step(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
     let name = obj.name_any();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
-    let secret_name = identity_secret_name(&name);
-    let existing = secrets.get_opt(&secret_name).await?;
-    let rotate_to = obj.annotations().get(ROTATE_CREDENTIAL_ANNOTATION).cloned();
-    let handled = existing.as_ref().and_then(|s| s.annotations().get(ROTATION_SEEN_ANNOTATION).cloned());
-    let stored = ctx.store.agent(&name).await?;
-    let current_secret = existing.as_ref().and_then(identity_of).map(|id| id.agent_secret);
     let mut status = obj.status.clone().unwrap_or_default();
     status.conditions.retain(|c| c.type_ != "AuditUnavailable");
-    let grace = Duration::from_secs(u64::try_from(obj.spec.rotation_grace_seconds).unwrap_or(0));
-
-    let needs_rotation = rotate_to.is_some() && rotate_to != handled && current_secret.is_some();
-    match (&current_secret, needs_rotation) {
-        (Some(secret), false) => {
-            // The Secret is the source of truth for the credential: a fresh database (or a
-            // restored one) learns its hash again instead of locking the agent out.
-            if stored.is_none() {
-                ctx.store.set_agent_secret(OPERATOR_ACTOR, &name, secret, grace).await?;
-            }
-        }
-        _ => {
-            let secret = mint_secret();
-            let action = if needs_rotation { "agent.credential.rotate" } else { "agent.credential.issue" };
-            ctx.audit(AuditEvent::now(OPERATOR_ACTOR, action, audit_object(obj))).await?;
-            ctx.store.set_agent_secret(OPERATOR_ACTOR, &name, &secret, grace).await?;
-            let identity = AgentIdentity {
-                agent_id: name.clone(),
-                agent_secret: secret,
-                operator_endpoint: ctx.config.agent_api_endpoint.clone(),
-                ca_bundle: ctx.config.ca_bundle.clone(),
-                spki_sha256: ctx.config.spki_sha256.clone(),
-            };
-            let body = identity_secret(obj, &ctx.config.namespace, &identity, rotate_to.as_deref())?;
-            secrets.patch(&secret_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body)).await?;
-            status.credential_issued_at = Some(now_time());
-            if needs_rotation {
-                status.previous_credential_expires_at =
-                    Some(to_time(chrono::Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default()));
-            }
-            ctx.event(
-                obj,
-                false,
-                "CredentialIssued",
-                format!("agent credential written to Secret {}/{secret_name}", ctx.config.namespace),
-            )
-            .await;
-        }
-    }
+    let now = chrono::Utc::now();
+    let grace = chrono::Duration::seconds(obj.spec.rotation_grace_seconds.max(0));
+    let spec_keys: Vec<String> = obj.spec.auth_keys.iter().map(|k| k.public_key.clone()).collect();
+    let keys = key_schedule(&spec_keys, &status.auth_keys, now, grace);
+    ctx.store.set_agent_keys(OPERATOR_ACTOR, &name, &keys).await?;
+    status.auth_keys = keys
+        .iter()
+        .map(|k| AuthKeyStatus {
+            fingerprint: k.fingerprint.clone(),
+            public_key: k.public_key.clone(),
+            first_seen: to_time(chrono::DateTime::from_timestamp_millis(k.first_seen).unwrap_or(now)),
+            expires_at: k.expires_at.and_then(chrono::DateTime::from_timestamp_millis).map(to_time),
+        })
+        .collect();
+    status.agent_api = Some(AgentApiCoordinates {
+        endpoint: ctx.config.agent_api_endpoint.clone(),
+        ca_bundle: ctx.config.ca_bundle.clone(),
+        spki_sha256: ctx.config.spki_sha256.clone(),
+    });
     let providers: Vec<RegisteredProvider> = obj
         .spec
         .providers
@@ -209,19 +176,19 @@ async fn step(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
     ctx.store.set_registered_providers(&name, &providers).await?;
 
     let record = ctx.store.agent(&name).await?;
-    let now = chrono::Utc::now();
     let last_seen = record.as_ref().and_then(|r| r.last_seen);
     let phase = liveness(last_seen, obj.spec.heartbeat_interval_seconds, obj.spec.stale_after_missed_heartbeats, now);
-    status.credential_secret_ref =
-        Some(SecretReference { name: secret_name.clone(), namespace: ctx.config.namespace.clone() });
-    if status.credential_issued_at.is_none() {
-        status.credential_issued_at = Some(now_time());
-    }
     if let Some(record) = &record {
         status.last_heartbeat = record.last_seen.map(to_time);
         status.agent_version = record.version.clone();
         status.sealing_public_key = record.sealing_public_key.clone();
         status.sealing_key_id = record.sealing_key_id.clone();
+        // Published only when signed by a key still registered: the plugin verifies it.
+        let certificate =
+            record.sealing_key_certificate.clone().filter(|(_, _, by)| keys.iter().any(|k| &k.fingerprint == by));
+        status.sealing_key_signed_at = certificate.as_ref().map(|c| c.0.clone());
+        status.sealing_key_signature = certificate.as_ref().map(|c| c.1.clone());
+        status.sealing_key_signed_by = certificate.map(|c| c.2);
     }
     status.providers = record
         .as_ref()
@@ -233,13 +200,14 @@ async fn step(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
         })
         .unwrap_or_default();
     let generation = obj.metadata.generation;
+    let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
     set_condition(
         &mut status.conditions,
         condition(
-            "CredentialIssued",
-            true,
-            "CredentialIssued",
-            format!("identity.json in Secret {}/{secret_name}", ctx.config.namespace),
+            "KeysAccepted",
+            !keys.is_empty(),
+            if keys.is_empty() { "NoUsableKey" } else { "KeysRegistered" },
+            format!("requests signed by {} authenticate", fingerprints.join(", ")),
             generation,
         ),
     );
@@ -272,50 +240,56 @@ async fn step(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
     if Some(&status) != obj.status.as_ref() {
         apply_status(&Api::<AgentRegistration>::all(ctx.client.clone()), &name, MANAGER, &status).await?;
     }
-    // Heartbeats land in the store, not in Kubernetes: look again on the agent's rhythm.
+    // Heartbeats land in the store, not in Kubernetes: look again on the agent's rhythm, and
+    // when an older key's grace ends.
     let every = u64::try_from(obj.spec.heartbeat_interval_seconds).unwrap_or(15).clamp(1, 300);
-    Ok(Action::requeue(Duration::from_secs(every)))
-}
-
-fn identity_of(secret: &Secret) -> Option<AgentIdentity> {
-    let bytes = secret.data.as_ref()?.get(IDENTITY_KEY)?;
-    serde_json::from_slice(&bytes.0).ok()
-}
-
-fn identity_secret(
-    obj: &AgentRegistration,
-    namespace: &str,
-    identity: &AgentIdentity,
-    rotation: Option<&str>,
-) -> Result<Secret, Error> {
-    let mut annotations = BTreeMap::new();
-    if let Some(rotation) = rotation {
-        annotations.insert(ROTATION_SEEN_ANNOTATION.to_owned(), rotation.to_owned());
-    }
-    Ok(Secret {
-        metadata: ObjectMeta {
-            name: Some(identity_secret_name(&obj.name_any())),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(BTreeMap::from([("secrets-bridge.io/agent".to_owned(), obj.name_any())])),
-            annotations: Some(annotations),
-            owner_references: super::owner_reference(obj).map(|o| vec![o]),
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(IDENTITY_KEY.to_owned(), ByteString(serde_json::to_vec(identity)?))])),
-        ..Default::default()
-    })
+    let next_expiry = keys
+        .iter()
+        .filter_map(|k| k.expires_at)
+        .filter(|at| *at > now.timestamp_millis())
+        .min()
+        .map(|at| Duration::from_millis(u64::try_from(at - now.timestamp_millis()).unwrap_or(0) + 100));
+    let wait = next_expiry.map_or(Duration::from_secs(every), |d| d.min(Duration::from_secs(every)));
+    Ok(Action::requeue(wait))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn key(n: u8) -> String {
+        sb_core::identity::AgentKeys::from_seed(&[n; 32]).auth_public().to_base64()
+    }
+
     #[test]
-    fn minted_secrets_carry_256_bits_and_differ() {
-        let a = mint_secret();
-        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 32);
-        assert_ne!(a, mint_secret());
+    fn older_keys_expire_a_grace_period_after_the_newest_was_first_seen() {
+        let t0 = chrono::Utc::now();
+        let grace = chrono::Duration::seconds(60);
+        let first = key_schedule(&[key(1)], &[], t0, grace);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].expires_at, None, "a lone key never expires");
+        let seen = |keys: &[StoredAuthKey]| -> Vec<AuthKeyStatus> {
+            keys.iter()
+                .map(|k| AuthKeyStatus {
+                    fingerprint: k.fingerprint.clone(),
+                    public_key: k.public_key.clone(),
+                    first_seen: to_time(chrono::DateTime::from_timestamp_millis(k.first_seen).unwrap()),
+                    expires_at: None,
+                })
+                .collect()
+        };
+        let t1 = t0 + chrono::Duration::seconds(10);
+        let rotated = key_schedule(&[key(1), key(2)], &seen(&first), t1, grace);
+        assert_eq!(rotated[0].first_seen, first[0].first_seen, "the old key keeps its first sighting");
+        assert_eq!(rotated[0].expires_at, Some(t1.timestamp() * 1000 + 60_000));
+        assert_eq!(rotated[1].expires_at, None, "the newest key does not expire");
+        // Seen in the same second (and read back from status): the one listed last is newest,
+        // and the schedule does not change when it is computed again.
+        let again = key_schedule(&[key(1), key(2)], &seen(&rotated), t1, grace);
+        assert_eq!(again, rotated);
+        let same_second = key_schedule(&[key(1), key(2)], &seen(&first), t0, grace);
+        assert!(same_second[0].expires_at.is_some() && same_second[1].expires_at.is_none(), "{same_second:?}");
+        assert!(key_schedule(&["not-a-key".into()], &[], t0, grace).is_empty());
     }
 
     #[test]

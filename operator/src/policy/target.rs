@@ -61,6 +61,7 @@ mod tests {
             "edge",
             AgentRegistrationSpec {
                 description: None,
+                auth_keys: vec![],
                 providers: vec![ProviderSpec {
                     name: "vault".into(),
                     provider_type: ProviderType::Vault,

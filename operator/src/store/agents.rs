@@ -1,38 +1,58 @@
-//! Agent credentials and heartbeats. Only SHA-256 hashes of agent secrets are stored; the
-//! previous secret keeps working until its grace period ends so a rotation does not cut off
-//! a running agent.
+//! Agents: their public authentication keys, registered providers and heartbeats. The store
+//! holds no agent secret and no hash of one — only the Ed25519 public keys the admin put in
+//! `AgentRegistration.spec.authKeys` — so nothing here lets anyone act as an agent.
 
 use super::{Store, StoreError, from_millis, now_millis};
 use crate::audit::{self, AuditEvent, AuditObject};
 use chrono::{DateTime, Utc};
 use sb_core::protocol::{HeartbeatRequest, ProviderHealthReport, RegisteredProvider};
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use std::time::Duration;
-use subtle::ConstantTimeEq;
 
 /// How often an unchanged heartbeat is written to the audit log.
 const HEARTBEAT_AUDIT_EVERY_MS: i64 = 10 * 60 * 1000;
 
-/// SHA-256 of an agent secret, as stored. The secret has 256 bits of entropy, so a plain
-/// hash (no salt, no stretching) is enough to make a database dump useless for log-in.
-pub fn secret_hash(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
+/// One registered authentication key as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredAuthKey {
+    /// Ed25519 public key, standard base64.
+    pub public_key: String,
+    /// `SHA256:` fingerprint of its SubjectPublicKeyInfo.
+    pub fingerprint: String,
+    /// When the operator first saw it, in milliseconds since the epoch.
+    pub first_seen: i64,
+    /// When it stops authenticating (a newer key was registered), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
-/// What the store knows about an agent; no credential material.
+/// Why a presented key does not authenticate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyLookup {
+    /// Registered and within its validity.
+    Valid(StoredAuthKey),
+    /// No such agent, or the agent has no key with this fingerprint.
+    Unregistered,
+    /// Registered, but replaced by a newer key and past its grace period.
+    Expired(DateTime<Utc>),
+}
+
+/// What the store knows about an agent; public keys only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentRecord {
     pub id: String,
     pub version: Option<String>,
     pub sealing_public_key: Option<String>,
     pub sealing_key_id: Option<String>,
+    /// The agent-signed sealing-key certificate: (signed at, signature, signer fingerprint).
+    pub sealing_key_certificate: Option<(String, String, String)>,
     pub last_seen: Option<DateTime<Utc>>,
     pub registered_providers: Vec<RegisteredProvider>,
     /// Provider health from the last heartbeat.
     pub provider_health: Vec<ProviderHealthReport>,
-    /// Whether a previous secret is still accepted.
-    pub previous_secret_valid_until: Option<DateTime<Utc>>,
+    /// The registered authentication keys.
+    pub auth_keys: Vec<StoredAuthKey>,
 }
 
 fn agent_object(id: &str) -> AuditObject {
@@ -40,55 +60,64 @@ fn agent_object(id: &str) -> AuditObject {
 }
 
 impl Store {
-    /// Sets an agent's secret, creating the agent if needed. When it replaces a secret, the
-    /// old one is still accepted for `grace`.
-    pub async fn set_agent_secret(
-        &self,
-        actor: &str,
-        agent_id: &str,
-        secret: &str,
-        grace: Duration,
-    ) -> Result<(), StoreError> {
-        let hash = secret_hash(secret).to_vec();
+    /// Sets an agent's registered authentication keys, creating the agent if needed; audited
+    /// when they change.
+    pub async fn set_agent_keys(&self, actor: &str, agent_id: &str, keys: &[StoredAuthKey]) -> Result<(), StoreError> {
+        let text = serde_json::to_string(keys)?;
         let now = now_millis();
-        let grace_until = now + i64::try_from(grace.as_millis()).unwrap_or(i64::MAX / 2);
         let mut tx = self.begin_write().await?;
         let existing =
-            sqlx::query("SELECT secret_hash FROM agents WHERE id = $1").bind(agent_id).fetch_optional(&mut *tx).await?;
+            sqlx::query("SELECT auth_keys FROM agents WHERE id = $1").bind(agent_id).fetch_optional(&mut *tx).await?;
         let action = match existing {
             None => {
-                sqlx::query("INSERT INTO agents (id, secret_hash, created_at, updated_at) VALUES ($1, $2, $3, $3)")
+                sqlx::query("INSERT INTO agents (id, auth_keys, created_at, updated_at) VALUES ($1, $2, $3, $3)")
                     .bind(agent_id)
-                    .bind(&hash)
+                    .bind(&text)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
                 "agent.register"
             }
             Some(row) => {
-                let current: Vec<u8> = row.try_get("secret_hash")?;
-                if bool::from(current.ct_eq(&hash)) {
+                let current: String = row.try_get("auth_keys")?;
+                if current == text {
                     tx.rollback().await?;
                     return Ok(());
                 }
-                sqlx::query(
-                    "UPDATE agents SET previous_secret_hash = secret_hash, previous_valid_until = $1, secret_hash = $2, updated_at = $3 WHERE id = $4",
-                )
-                .bind(grace_until)
-                .bind(&hash)
-                .bind(now)
-                .bind(agent_id)
-                .execute(&mut *tx)
-                .await?;
-                "agent.rotate-secret"
+                sqlx::query("UPDATE agents SET auth_keys = $1, updated_at = $2 WHERE id = $3")
+                    .bind(&text)
+                    .bind(now)
+                    .bind(agent_id)
+                    .execute(&mut *tx)
+                    .await?;
+                "agent.keys.update"
             }
         };
-        audit::append(&mut tx, &AuditEvent::now(actor, action, agent_object(agent_id))).await?;
+        let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
+        let event = AuditEvent::now(actor, action, agent_object(agent_id)).outcome("Succeeded", fingerprints.join(" "));
+        audit::append(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Forgets an agent: its secret hashes are deleted, so it no longer authenticates. Its
+    /// Looks up the key an agent signed a request with.
+    pub async fn agent_auth_key(&self, agent_id: &str, fingerprint: &str) -> Result<KeyLookup, StoreError> {
+        let row = sqlx::query("SELECT auth_keys FROM agents WHERE id = $1")
+            .bind(agent_id)
+            .fetch_optional(self.pool())
+            .await?;
+        let Some(row) = row else { return Ok(KeyLookup::Unregistered) };
+        let keys: Vec<StoredAuthKey> = serde_json::from_str(&row.try_get::<String, _>("auth_keys")?)?;
+        let Some(key) = keys.into_iter().find(|k| k.fingerprint == fingerprint) else {
+            return Ok(KeyLookup::Unregistered);
+        };
+        match key.expires_at {
+            Some(at) if at <= now_millis() => Ok(KeyLookup::Expired(from_millis(at))),
+            _ => Ok(KeyLookup::Valid(key)),
+        }
+    }
+
+    /// Forgets an agent: its keys are deleted, so it no longer authenticates. Its
     /// jobs stay for the record. Returns false when there was no such agent.
     pub async fn remove_agent(&self, actor: &str, agent_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
@@ -120,35 +149,15 @@ impl Store {
         Ok(())
     }
 
-    /// The agent whose current (or still-valid previous) secret this is.
-    pub async fn authenticate_agent(&self, secret: &str) -> Result<Option<String>, StoreError> {
-        let presented = secret_hash(secret);
-        let rows = sqlx::query(
-            "SELECT id, secret_hash, previous_secret_hash, previous_valid_until FROM agents WHERE secret_hash = $1 OR previous_secret_hash = $1",
-        )
-        .bind(presented.to_vec())
-        .fetch_all(self.pool())
-        .await?;
-        let now = now_millis();
-        for row in rows {
-            let current: Vec<u8> = row.try_get("secret_hash")?;
-            let previous: Option<Vec<u8>> = row.try_get("previous_secret_hash")?;
-            let until: Option<i64> = row.try_get("previous_valid_until")?;
-            // The lookup used the hash as a key; comparing again in constant time keeps the
-            // decision itself free of early exits.
-            let is_current = bool::from(current.ct_eq(&presented));
-            let is_previous =
-                previous.is_some_and(|p| bool::from(p.ct_eq(&presented))) && until.is_some_and(|u| u > now);
-            if is_current || is_previous {
-                return Ok(Some(row.try_get("id")?));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Records a heartbeat. Audits the first one, any change of version or sealing key, and
-    /// otherwise one every ten minutes.
-    pub async fn touch_agent(&self, agent_id: &str, heartbeat: &HeartbeatRequest) -> Result<AgentRecord, StoreError> {
+    /// Records a heartbeat, with the sealing-key certificate the handler has verified against
+    /// `signed_by` (the fingerprint of the key that signed it). Audits the first one, any
+    /// change of version or sealing key, and otherwise one every ten minutes.
+    pub async fn touch_agent(
+        &self,
+        agent_id: &str,
+        heartbeat: &HeartbeatRequest,
+        signed_by: &str,
+    ) -> Result<AgentRecord, StoreError> {
         let now = now_millis();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT version, sealing_key_id, last_heartbeat_audit FROM agents WHERE id = $1")
@@ -164,7 +173,8 @@ impl Store {
         let audit_now = changed || last_audit.is_none_or(|t| now - t >= HEARTBEAT_AUDIT_EVERY_MS);
         sqlx::query(
             "UPDATE agents SET version = $1, sealing_public_key = $2, sealing_key_id = $3, provider_health = $4, last_seen = $5, \
-             last_heartbeat_audit = $6, updated_at = $5 WHERE id = $7",
+             last_heartbeat_audit = $6, updated_at = $5, sealing_key_signed_at = $8, sealing_key_signature = $9, \
+             sealing_key_signed_by = $10 WHERE id = $7",
         )
         .bind(&heartbeat.agent_version)
         .bind(&heartbeat.sealing_public_key)
@@ -173,6 +183,9 @@ impl Store {
         .bind(now)
         .bind(if audit_now { Some(now) } else { last_audit })
         .bind(agent_id)
+        .bind(&heartbeat.sealing_key_signed_at)
+        .bind(&heartbeat.sealing_key_signature)
+        .bind(signed_by)
         .execute(&mut *tx)
         .await?;
         if audit_now {
@@ -192,7 +205,8 @@ impl Store {
     /// An agent's record.
     pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, version, sealing_public_key, sealing_key_id, last_seen, registered_providers, provider_health, previous_valid_until FROM agents WHERE id = $1",
+            "SELECT id, version, sealing_public_key, sealing_key_id, last_seen, registered_providers, provider_health, auth_keys, \
+             sealing_key_signed_at, sealing_key_signature, sealing_key_signed_by FROM agents WHERE id = $1",
         )
         .bind(agent_id)
         .fetch_optional(self.pool())
@@ -200,15 +214,25 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let providers: String = row.try_get("registered_providers")?;
         let health: Option<String> = row.try_get("provider_health")?;
+        let keys: String = row.try_get("auth_keys")?;
+        let certificate = match (
+            row.try_get::<Option<String>, _>("sealing_key_signed_at")?,
+            row.try_get::<Option<String>, _>("sealing_key_signature")?,
+            row.try_get::<Option<String>, _>("sealing_key_signed_by")?,
+        ) {
+            (Some(at), Some(signature), Some(by)) => Some((at, signature, by)),
+            _ => None,
+        };
         Ok(Some(AgentRecord {
             id: row.try_get("id")?,
             version: row.try_get("version")?,
             sealing_public_key: row.try_get("sealing_public_key")?,
             sealing_key_id: row.try_get("sealing_key_id")?,
+            sealing_key_certificate: certificate,
             last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(from_millis),
             registered_providers: serde_json::from_str(&providers)?,
             provider_health: health.as_deref().map(serde_json::from_str).transpose()?.unwrap_or_default(),
-            previous_secret_valid_until: row.try_get::<Option<i64>, _>("previous_valid_until")?.map(from_millis),
+            auth_keys: serde_json::from_str(&keys)?,
         }))
     }
 }

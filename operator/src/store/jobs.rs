@@ -325,3 +325,31 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// The plaintext of every envelope-encrypted column (job payloads and results), opened
+    /// with the key manager: `(job id/column, bytes)`. For audits and the leak tests, which
+    /// must search what the encryption at rest hides — it holds only sealed envelopes, job
+    /// metadata and catalog entries, never a value, and a test proves that.
+    pub async fn decrypted_columns(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, payload_key, payload, result_key, result FROM jobs").fetch_all(self.pool()).await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            for (column, key, body, context) in [
+                ("payload", "payload_key", "payload", payload_context(&id)),
+                ("result", "result_key", "result", result_context(&id)),
+            ] {
+                if let (Some(wrapped_key), Some(ciphertext)) =
+                    (row.try_get::<Option<Vec<u8>>, _>(key)?, row.try_get::<Option<Vec<u8>>, _>(body)?)
+                {
+                    let plain =
+                        open_column(self.key_manager(), &context, &SealedColumn { wrapped_key, ciphertext }).await?;
+                    out.push((format!("jobs/{id}/{column}"), plain.to_vec()));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -10,7 +10,7 @@ mod jobs;
 mod lease;
 mod notify;
 
-pub use agents::{AgentRecord, secret_hash};
+pub use agents::{AgentRecord, KeyLookup, StoredAuthKey};
 pub use catalog::CatalogAck;
 pub use error::StoreError;
 pub use jobs::{Enqueued, JobCompletion, JobKind, JobState, JobStatus, NewJob};

@@ -6,6 +6,7 @@ pub mod patch;
 pub mod read;
 pub mod reveal;
 pub mod status;
+pub mod trust;
 mod values;
 mod wait;
 

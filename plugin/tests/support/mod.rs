@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use sb_core::binding::read_aad;
-use sb_core::crd::SecretReadRequest;
-use sb_core::seal::{PublicKey, Purpose, SecretValue, seal};
+use sb_core::crd::{AgentRegistration, SecretReadRequest};
+use sb_core::identity::{AgentKeys, sealing_key_statement};
+use sb_core::seal::{KeyPair, PublicKey, Purpose, SecretValue, seal};
 use sb_e2e::Cluster;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -219,6 +220,60 @@ impl Env {
             .unwrap();
     }
 
+    /// The API server URL the users' kubeconfigs name: the plugin pins agents under it.
+    pub fn server_url(&self) -> &str {
+        self.cluster.server.url.trim_end_matches('/')
+    }
+
+    /// Where the plugin keeps `user`'s trusted agent fingerprints.
+    pub fn known_agents_path(&self, user: &str) -> PathBuf {
+        self.home(user).join("sb").join("known_agents.json")
+    }
+
+    /// The fingerprint `user` pinned for `agent` on this cluster, if any.
+    pub fn pinned(&self, user: &str, agent: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.known_agents_path(user)).ok()?;
+        let file: Value = serde_json::from_str(&text).expect("known_agents.json is JSON");
+        file["clusters"][self.server_url()][agent]["fingerprint"].as_str().map(str::to_owned)
+    }
+
+    /// Plays the admin: registers (or re-registers) agent `name` with the public halves of
+    /// `auth_keys` in `spec.authKeys`, serving `vault` under `team-a/` (as the example does).
+    pub async fn register_agent(&self, name: &str, auth_keys: &[&AgentKeys]) {
+        let registration = json!({
+            "apiVersion": "secrets-bridge.io/v1alpha1", "kind": "AgentRegistration",
+            "metadata": {"name": name},
+            "spec": {
+                "authKeys": auth_keys.iter().map(|k| json!({"publicKey": k.auth_public().to_base64()})).collect::<Vec<_>>(),
+                "providers": [{"name": "vault", "type": "Vault", "scope": {"allowedPrefixes": ["team-a/", "shared/"]}}],
+            },
+        });
+        self.kubectl("admin", &["apply", "-f", "-"], Some(registration.to_string().as_bytes()))
+            .await
+            .expect_ok(&format!("register agent {name}"));
+    }
+
+    /// Plays the operator after a heartbeat: publishes `sealing` as agent `name`'s key with
+    /// the certificate an agent holding `signer` sends.
+    pub async fn publish_sealing_key(&self, name: &str, signer: &AgentKeys, sealing: &KeyPair) {
+        self.set_agent_status(name, certified_status(name, signer, sealing)).await;
+    }
+
+    /// Merges `status` into an AgentRegistration's status, as the operator.
+    pub async fn set_agent_status(&self, name: &str, status: Value) {
+        let operator = self.client(OPERATOR).await;
+        Api::<AgentRegistration>::all(operator)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .await
+            .unwrap();
+        // The plugin must see what was written; make sure the schema kept every field.
+        let stored = Api::<AgentRegistration>::all(self.client("admin").await).get(name).await.unwrap();
+        let stored = serde_json::to_value(stored.status.unwrap_or_default()).unwrap();
+        for (field, value) in status.as_object().unwrap() {
+            assert_eq!(&stored[field], value, "status.{field} was not stored (are crds/ up to date?)");
+        }
+    }
+
     /// No canary anywhere in the Kubernetes storage: not in any object read through the
     /// API (raw or base64, Secret data included), not in any file of etcd's data directory.
     pub async fn assert_no_canary_stored(&self) {
@@ -229,6 +284,22 @@ impl Env {
             assert!(found.is_empty(), "plaintext stored: {found:?}");
         }
     }
+}
+
+/// The status the operator writes from a heartbeat of an agent holding `signer` that
+/// publishes `sealing`: the key, its id and the agent's signature over them.
+pub fn certified_status(agent: &str, signer: &AgentKeys, sealing: &KeyPair) -> Value {
+    let (public, key_id) = (sealing.public.to_base64(), sealing.key_id());
+    let signed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let signature = signer.sign(&sealing_key_statement(agent, &public, &key_id, &signed_at));
+    json!({
+        "phase": "Ready",
+        "sealingPublicKey": public,
+        "sealingKeyId": key_id,
+        "sealingKeySignature": signature,
+        "sealingKeySignedAt": signed_at,
+        "sealingKeySignedBy": signer.auth_public().fingerprint(),
+    })
 }
 
 /// Mode bits of a file.

@@ -8,7 +8,13 @@ pub const SCRIPT: &str = r#"# Secrets Bridge on a real cluster: the walkthrough 
 # Ready; the plugin is on PATH (`make install`: kubectl-sb and kubectl-approve).
 # Replace team-a, edge/vault:team-a/db and edge/aws:prod/team-a-api with your own.
 
+# 0. The agent's identity is born in its own boundary (the edge cluster), never in the control plane
+sb-agent identity new --agent-id edge --out identity.json        # prints the authKeys entry to register
+kubectl --context edge create secret generic sb-agent-identity --from-file=identity.json -n sb-agent
+kubectl apply -f examples/agentregistration.yaml                 # with the printed publicKey under spec.authKeys
 kubectl get agentregistrations                       # edge: Ready, with a sealing key
+kubectl get agentregistration edge -o jsonpath='{.status.agentApi}'   # --operator-url, --ca-file, --spki-pin for the agent
+kubectl sb trust edge SHA256:...                     # pin the fingerprint the agent's admin gives you (else trust on first use)
 
 # 1. Read with someone else's approval (requester: role secrets-bridge-requester)
 kubectl sb read edge/vault:team-a/db --key password --reason "INC-4211: rotate the reporting job" --name db-password -n team-a

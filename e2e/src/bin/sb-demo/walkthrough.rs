@@ -25,12 +25,28 @@ pub async fn run(s: &Stack) -> anyhow::Result<()> {
     section(
         "0. The setup",
         &format!(
-            "An admin registered the agent `edge` (examples/agentregistration.yaml); the agent runs next to\n\
-             the secrets and calls out to the operator. OpenBao holds secret/{db} (username, password) and\n\
-             AWS Secrets Manager holds {api} (api_key, client_id)."
+            "The agent `edge` runs next to the secrets and calls out to the operator. Its keys were born\n\
+             in its own boundary; the admin ran, there:\n\n\
+             admin$ sb-agent identity new --agent-id edge --out identity.json\n{}\n\
+             stored identity.json as a Secret in the edge cluster (the control plane never sees it), and\n\
+             registered the printed public key in AgentRegistration edge (examples/agentregistration.yaml).\n\
+             OpenBao holds secret/{db} (username, password) and AWS Secrets Manager holds {api} (api_key, client_id).",
+            s.agent.identity_snippet.trim_end()
         ),
     );
     s.kubectl("admin", &["get", "agentregistrations"]).await;
+    note("The operator publishes the agent's sealing key with the agent's own signature over it:");
+    s.kubectl(
+        "admin",
+        &[
+            "get",
+            "agentregistration",
+            "edge",
+            "-o",
+            "jsonpath={.status.sealingKeyId} signed by {.status.sealingKeySignedBy}{\"\\n\"}",
+        ],
+    )
+    .await;
 
     section("1. Read a secret, with someone else's approval", "alice needs the database password for an incident.");
     let target = format!("edge/vault:{db}");
