@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The trust tiers depend one way only (DESIGN.md §7): the agent and the plugin never link a
+# The trust tiers depend one way only (docs/architecture.md §1): the agent and the plugin never link a
 # database driver, the agent never a Kubernetes client, core neither. Checked on the normal
 # (non-dev) dependency graph with `cargo tree`.
 set -euo pipefail

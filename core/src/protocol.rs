@@ -1,4 +1,4 @@
-//! The agent API: what agents and the operator say to each other (DESIGN.md §3).
+//! The agent API: what agents and the operator say to each other (docs/architecture.md §3).
 //!
 //! Both ends are ours, so every body is parsed strictly (`deny_unknown_fields`): a typo or a
 //! version skew shows up as a 400 with a reason instead of a silently ignored field.

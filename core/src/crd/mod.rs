@@ -1,4 +1,4 @@
-//! The custom resources of `secrets-bridge.io/v1alpha1` (DESIGN.md §2).
+//! The custom resources of `secrets-bridge.io/v1alpha1` (docs/architecture.md §2).
 //!
 //! Every `///` doc comment on a field becomes the schema description that `kubectl explain`
 //! shows, so they are written for the person reading that output. Validation lives in the

@@ -1,4 +1,4 @@
-//! The agent API (DESIGN.md §3): heartbeat, long-poll claim, completion and discovery pages,
+//! The agent API (docs/architecture.md §3): heartbeat, long-poll claim, completion and discovery pages,
 //! authenticated by the agent's signature with its own registered key (`extract::authenticate`). Build it with [`router`] and serve it with
 //! [`crate::tls::serve_tls`]; tests drive it with `tower::ServiceExt::oneshot`.
 

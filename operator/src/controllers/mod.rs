@@ -1,4 +1,4 @@
-//! The operator's Kubernetes controllers (DESIGN.md §2–§3). Each controller lives in its own
+//! The operator's Kubernetes controllers (docs/architecture.md §2–§3). Each controller lives in its own
 //! module and follows the same shape: `dereference (reads) → validate (pure) → decide/build
 //! (pure) → apply (writes) → status`. Every write is a server-side apply with one field
 //! manager per controller, status included; every transition is audited first and does not

@@ -1,4 +1,4 @@
-//! Envelope encryption at rest (DESIGN.md §4): every value-bearing column is encrypted with a
+//! Envelope encryption at rest (docs/architecture.md §4): every value-bearing column is encrypted with a
 //! fresh per-row data key, and that data key is wrapped by a [`KeyManager`]: a local key file
 //! for development, OpenBao/Vault transit, or AWS KMS.
 //!

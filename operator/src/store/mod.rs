@@ -1,4 +1,4 @@
-//! The operator's store (DESIGN.md §5): the job queue mirrored from approved requests, agent
+//! The operator's store (docs/architecture.md §5): the job queue mirrored from approved requests, agent
 //! credentials, discovery pages and the audit trail, on SQLite (default, one replica) or
 //! PostgreSQL (several replicas). Both run the same migrations through sqlx's `Any` driver;
 //! only the claim query and the transaction start differ.
