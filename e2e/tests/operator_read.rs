@@ -223,3 +223,71 @@ async fn an_approver_whose_authority_comes_from_a_group_counts_when_the_entry_na
     assert_eq!(queued.status.unwrap().approval_summary.as_deref(), Some("1/1"));
     assert_eq!(s.agent.claim(1).await.unwrap().len(), 1);
 }
+
+/// A status pointing at another request's job gets nothing: the admission policy refuses the
+/// edit, and with the policy's binding gone the operator still follows only a job made for
+/// the object's own uid, so the victim's delivery stays the victim's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_pointing_at_another_requests_job_gets_nothing() {
+    let s = Scenario::start().await.unwrap();
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    let victim_key = KeyPair::generate();
+    let victim = create_pending(&s, "victim", "team-a/db", &victim_key).await;
+    create_pending(&s, "steer", "team-a/db", &KeyPair::generate()).await;
+    s.decide("bob", "srr", "victim", "Approve", false).await.expect_ok("bob approves the victim's read");
+    let queued = s.wait(&api, "victim", "phase Queued", |r| phase(r) == Some(ReadPhase::Queued)).await.unwrap();
+    let job_id = queued.status.unwrap().job_id.unwrap();
+    let steer = format!(r#"{{"status":{{"phase":"Queued","jobId":"{job_id}"}}}}"#);
+    let args = ["patch", "srr", "steer", "-n", "team-a", "--subresource=status", "--type=merge", "-p", &steer];
+    let err = s.kubectl("mallory", &args, None).await.expect_err("steering another request's job");
+    assert!(err.contains("the rest of status belongs to the operator"), "{err}");
+
+    // Without the binding the edit gets in; the operator must still not follow it.
+    s.kubectl("admin", &["delete", "validatingadmissionpolicybinding", "secrets-bridge-approvals"], None)
+        .await
+        .expect_ok("removing the approval policy binding");
+    let deadline = tokio::time::Instant::now() + sb_e2e::scenario::WAIT;
+    loop {
+        let run = s.kubectl("mallory", &args, None).await;
+        if run.ok {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the deleted binding is still enforced: {}", run.stderr);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let jobs = s.agent.claim(1).await.unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(),
+        vec![job_id.as_str()],
+        "one job, the victim's"
+    );
+    let JobPayload::Read(read) = &jobs[0].payload else { panic!("not a read job") };
+    let uid = victim.metadata.uid.clone().unwrap();
+    let envelope = seal(
+        &victim_key.public,
+        Purpose::ReadDelivery,
+        &read_aad(&uid, &read.target, "password"),
+        &SecretValue::new(b"for-the-victim-only".to_vec()),
+    )
+    .unwrap();
+    let outcome = JobOutcome::Succeeded(JobResult::Read {
+        deliveries: BTreeMap::from([("password".to_owned(), envelope)]),
+        missing_keys: vec![],
+        provider_version: None,
+    });
+    s.agent.complete(&jobs[0], outcome).await.unwrap();
+    let delivered =
+        s.wait(&api, "victim", "phase Delivered", |r| phase(r) == Some(ReadPhase::Delivered)).await.unwrap();
+    assert_eq!(delivered.status.unwrap().delivery_secret.as_deref(), Some("victim-delivery"));
+    // The steered request falls back to its own state: no approvals, so Pending, no delivery.
+    let steered = s
+        .wait(&api, "steer", "the steered request back to Pending", |r| {
+            phase(r) == Some(ReadPhase::Pending)
+                && r.status.as_ref().is_some_and(|st| st.job_id.as_deref() != Some(job_id.as_str()))
+        })
+        .await
+        .unwrap();
+    assert!(steered.status.unwrap().delivery_secret.is_none(), "nothing was delivered to the steered request");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(s.admin.clone(), "team-a");
+    assert!(secrets.get_opt("steer-delivery").await.unwrap().is_none());
+}

@@ -120,3 +120,54 @@ pub fn from_time(at: &Time) -> chrono::DateTime<chrono::Utc> {
 pub fn now_time() -> Time {
     to_time(chrono::Utc::now())
 }
+
+/// The job named by an object's `status.jobId`, only if it was made for that object (its
+/// uid); a status pointing at another object's job is treated as pointing at none.
+pub fn own_job(job: Option<crate::store::JobStatus>, object_uid: Option<&str>) -> Option<crate::store::JobStatus> {
+    job.filter(|j| object_uid.is_some_and(|uid| j.object.uid == uid))
+}
+
+/// A copy of a request whose status no longer names a job, to decide again from its own
+/// approvals when the job it named is gone or not its own.
+pub fn without_job_id<K: Clone + HasJobId>(obj: &K) -> K {
+    let mut copy = obj.clone();
+    copy.clear_job_id();
+    copy
+}
+
+/// Requests whose status names the job working for them.
+pub trait HasJobId {
+    fn clear_job_id(&mut self);
+}
+
+impl HasJobId for sb_core::crd::SecretReadRequest {
+    fn clear_job_id(&mut self) {
+        if let Some(status) = self.status.as_mut() {
+            status.job_id = None;
+        }
+    }
+}
+
+impl HasJobId for sb_core::crd::SecretPatch {
+    fn clear_job_id(&mut self) {
+        if let Some(status) = self.status.as_mut() {
+            status.job_id = None;
+        }
+    }
+}
+
+/// Removes `status.jobId` whoever wrote it: server-side apply leaves fields that another
+/// manager set (a forged status edit) in place, so a merge patch with `null` removes it.
+pub async fn forget_job_id<K>(api: &kube::Api<K>, obj: &K) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let body = serde_json::json!({"status": {"jobId": null}});
+    api.patch_status(
+        &obj.meta().name.clone().unwrap_or_default(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&body),
+    )
+    .await?;
+    Ok(())
+}

@@ -156,7 +156,15 @@ fn payload(obj: &SecretPatch) -> Result<JobPayload, Error> {
 async fn follow_job(obj: &SecretPatch, ctx: &Context, job_id: &str) -> Result<Action, Error> {
     tracing::Span::current().record("job_id", job_id);
     let mut status = current_status(obj);
-    let Some(job) = ctx.store.job_state(job_id).await? else { return gate(obj, ctx).await };
+    // Only a job made for this very object is followed (see read::relay::follow_job).
+    let Some(job) = super::own_job(ctx.store.job_state(job_id).await?, obj.metadata.uid.as_deref()) else {
+        super::forget_job_id(
+            &Api::<SecretPatch>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default()),
+            obj,
+        )
+        .await?;
+        return gate(&super::without_job_id(obj), ctx).await;
+    };
     match job.state {
         JobState::Queued => {
             transition(

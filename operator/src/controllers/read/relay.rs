@@ -19,9 +19,18 @@ use std::time::Duration;
 pub(super) async fn follow_job(obj: &SecretReadRequest, ctx: &Context, job_id: &str) -> Result<Action, Error> {
     tracing::Span::current().record("job_id", job_id);
     let status = current_status(obj);
-    let Some(job) = ctx.store.job_state(job_id).await? else {
-        // The store lost the job (a new database): queue it again from the approvals.
-        return gate(obj, ctx).await;
+    // Only a job made for this very object is followed: `status.jobId` is written by the
+    // operator, but if anyone else managed to point it at another request's job, that job's
+    // delivery must never be relayed here (docs/threat-model.md).
+    let Some(job) = super::super::own_job(ctx.store.job_state(job_id).await?, obj.metadata.uid.as_deref()) else {
+        // The store lost the job (a new database), or it belongs to another object: forget the
+        // id and decide again from this request's own approvals.
+        super::super::forget_job_id(
+            &Api::<SecretReadRequest>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default()),
+            obj,
+        )
+        .await?;
+        return gate(&super::super::without_job_id(obj), ctx).await;
     };
     match job.state {
         JobState::Queued => {
