@@ -120,6 +120,8 @@ async fn an_unavailable_operator_is_retried_with_backoff_not_hammered() {
     let metrics = agent.metrics.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(agent.run(stopped));
+    // The 3 s are the measured thing, not a stand-in for a condition: the assertion below
+    // counts the requests the backoff lets through in this window.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), running).await.expect("stops").unwrap();

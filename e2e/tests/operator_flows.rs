@@ -2,6 +2,8 @@
 //! and heartbeat-fed status (the agent-signed sealing key), a discovery job that fills the catalog, and a sealed patch that
 //! ends Executed with the provider's version.
 
+mod common;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
@@ -14,6 +16,7 @@ use sb_core::protocol::{CatalogEntry, CatalogPage, JobOutcome, JobPayload, JobRe
 use sb_core::seal::{Purpose, SecretValue, seal};
 use sb_e2e::operator::OPERATOR_NAMESPACE;
 use sb_e2e::scenario::Scenario;
+use sb_e2e::stack::canary::{new_canary, operator_and_cluster_sightings};
 use std::collections::BTreeMap;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,8 +157,9 @@ async fn an_approved_patch_is_executed_with_the_providers_version() {
     let target =
         TargetRef { agent: "edge".into(), provider: "vault".into(), reference: "team-a/db".into(), keys: vec![] };
     let aad = patch_aad("team-a", "rotate-db", &target, "password");
+    let canary = new_canary();
     let envelope =
-        seal(&s.agent.sealing.public, Purpose::PatchValue, &aad, &SecretValue::new(b"new-canary-value".to_vec()))
+        seal(&s.agent.sealing.public, Purpose::PatchValue, &aad, &SecretValue::new(canary.clone().into_bytes()))
             .unwrap();
     let patch_yaml = format!(
         r#"
@@ -183,6 +187,16 @@ spec:
     assert_eq!(claimed.len(), 1, "{claimed:?}");
     let JobPayload::Patch(job) = &claimed[0].payload else { panic!("not a patch job: {:?}", claimed[0].payload) };
     assert_eq!(job.values["password"], envelope, "the agent receives the requester's envelope unchanged");
+    // While the job is leased its encrypted payload exists (a finished job keeps none): the
+    // search reads it decrypted, finds the patch's uid there, and the value nowhere.
+    let uid = api.get("rotate-db").await.unwrap().metadata.uid.unwrap();
+    let canaries = [canary.as_str(), uid.as_str()];
+    let mut found = operator_and_cluster_sightings(&s.cluster.server, &s.operator, &canaries).await;
+    common::look_in_decrypted_columns(&mut found, &s.operator, &canaries).await;
+    let control = format!("{uid} in store column jobs/{}/payload", claimed[0].job_id);
+    assert!(found.0.contains(&control), "the decrypted-column search is blind: {:#?}", found.0);
+    let leaks: Vec<&String> = found.0.iter().filter(|f| f.starts_with(&canary)).collect();
+    assert!(leaks.is_empty(), "the patch value leaked while leased: {leaks:#?}");
     s.agent
         .complete(&claimed[0], JobOutcome::Succeeded(JobResult::Patch { provider_version: "7".into() }))
         .await
@@ -194,6 +208,13 @@ spec:
     assert_eq!(status.provider_version.as_deref(), Some("7"));
     assert!(status.executed_at.is_some());
     assert_eq!(status.approval_summary.as_deref(), Some("1/1"));
+
+    // And after the result's hand-off: no file of the operator's data directory, no decrypted
+    // column, no log line and nothing in the cluster holds the value.
+    let mut found = operator_and_cluster_sightings(&s.cluster.server, &s.operator, &[&canary]).await;
+    common::look_in_decrypted_columns(&mut found, &s.operator, &[&canary]).await;
+    let leaks = found.0;
+    assert!(leaks.is_empty(), "the patch value leaked: {leaks:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,12 +3,15 @@
 //! claims, a delivery Secret that holds only ciphertext, and reveal-once. Also: deny, a
 //! target out of scope, and an operator killed with SIGKILL between approval and claim.
 
+mod common;
+
 use kube::Api;
 use sb_core::binding::read_aad;
 use sb_core::crd::{ReadPhase, SecretReadRequest};
 use sb_core::protocol::{JobOutcome, JobPayload, JobResult};
 use sb_core::seal::{Envelope, KeyPair, Purpose, SecretValue, open, seal};
 use sb_e2e::scenario::Scenario;
+use sb_e2e::stack::canary::{Sightings, new_canary, operator_and_cluster_sightings};
 use std::collections::BTreeMap;
 
 fn request_yaml(name: &str, reference: &str, recipient: &KeyPair) -> String {
@@ -34,6 +37,26 @@ fn phase(r: &SecretReadRequest) -> Option<ReadPhase> {
 
 fn has_approvals(r: &SecretReadRequest) -> bool {
     r.status.as_ref().is_some_and(|s| !s.approvals.is_empty())
+}
+
+/// Every file of the operator's data directory, the store's decrypted columns, the
+/// operator's logs and the cluster's storage.
+async fn sightings(s: &Scenario, canaries: &[&str]) -> Sightings {
+    let mut found = operator_and_cluster_sightings(&s.cluster.server, &s.operator, canaries).await;
+    common::look_in_decrypted_columns(&mut found, &s.operator, canaries).await;
+    found
+}
+
+/// How many SecretReadRequest reconciles the current operator process has finished.
+async fn read_reconciles(s: &Scenario) -> u64 {
+    let url = format!("{}/metrics", s.operator.metrics_url());
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with(r#"sb_operator_controller_reconcile_duration_seconds_count{controller="secretreadrequest"}"#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 async fn create_pending(s: &Scenario, name: &str, reference: &str, recipient: &KeyPair) -> SecretReadRequest {
@@ -69,8 +92,15 @@ async fn an_approved_read_is_delivered_sealed_and_revealed_once() {
     assert_eq!(read.recipient, recipient.public.to_base64());
     let uid = request.metadata.uid.clone().unwrap();
     assert_eq!(read.object_uid, uid);
+    // A finished job keeps neither payload nor result: while this one is leased, show that
+    // the search reads its encrypted payload (which names the request's uid).
+    let found = sightings(&s, &[&uid]).await.0;
+    let place = format!("{uid} in store column jobs/{}/payload", job.job_id);
+    assert!(found.contains(&place), "the decrypted-column search is blind: {found:#?}");
 
-    let canary = format!("canary-{}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    // The test plays the agent, so the value is sealed here: the operator only ever holds the
+    // envelope, and the search below checks it kept no opened copy anywhere.
+    let canary = new_canary();
     let aad = read_aad(&uid, &read.target, "password");
     let envelope =
         seal(&recipient.public, Purpose::ReadDelivery, &aad, &SecretValue::new(canary.clone().into_bytes())).unwrap();
@@ -96,12 +126,20 @@ async fn an_approved_read_is_delivered_sealed_and_revealed_once() {
     let opened = open(&recipient, Purpose::ReadDelivery, &aad, &Envelope::from_compact(&compact).unwrap()).unwrap();
     assert_eq!(opened.expose(), canary.as_bytes(), "the requester's key opens the delivery");
 
-    // Only ciphertext anywhere: the cluster, the operator's database and its logs.
-    let found = s.cluster.server.find_plaintext(&canary).await.unwrap();
-    assert!(found.is_empty(), "plaintext found in the cluster: {found:?}");
-    let database = std::fs::read(s.operator.database_path()).unwrap_or_default();
-    assert!(!String::from_utf8_lossy(&database).contains(&canary), "plaintext found in the store");
-    assert!(!s.operator.logs().contains(&canary), "plaintext found in the operator's log");
+    // Only ciphertext anywhere: every file of the operator's data directory (the database with
+    // its -wal), the store's columns decrypted, its logs, and the cluster.
+    let found = sightings(&s, &[&canary]).await;
+    assert!(found.0.is_empty(), "plaintext found:\n{}", found.0.join("\n"));
+    // The same search finds what is there: the request's uid is in the store's rows and in
+    // the cluster; the envelope is in the delivery Secret.
+    let found = sightings(&s, &[&uid, &compact]).await.0;
+    for place in [
+        format!("{uid} in operator data file"),
+        format!("{uid} in the Kubernetes storage: object SecretReadRequest team-a/db"),
+        format!("{compact} in the Kubernetes storage: object Secret team-a/db-delivery"),
+    ] {
+        assert!(found.iter().any(|f| f.starts_with(&place)), "the search is blind to {place:?}: {found:#?}");
+    }
 
     // Every log line of the flow names the object's uid, and those after queueing the job id.
     let logs = s.operator.logs();
@@ -150,14 +188,34 @@ async fn an_operator_killed_between_approval_and_claim_resumes_with_exactly_one_
     let mut s = Scenario::start().await.unwrap();
     let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
     let request = create_pending(&s, "crash", "team-a/db", &KeyPair::generate()).await;
+    let uid = request.metadata.uid.clone().unwrap();
+    let generation = request.metadata.generation.unwrap();
+
+    // First crash: the operator dies before it has acted on the approval. Killing it before
+    // bob decides makes that point certain; the API server admits the approval on its own.
+    s.operator.kill();
     s.decide("bob", "srr", "crash", "Approve", has_approvals(&request)).await.expect_ok("bob's approval");
+    let approved = api.get("crash").await.unwrap();
+    let status = approved.status.clone().unwrap();
+    assert!(status.approvals.iter().any(|a| a.approver == "bob"), "{status:?}");
+    assert_eq!((status.phase, status.job_id.as_deref()), (Some(ReadPhase::Pending), None), "{status:?}");
+    assert!(
+        common::open_store(&s.operator).await.job_by_object(&uid, generation).await.unwrap().is_none(),
+        "approved, and no job yet"
+    );
+    s.operator.restart().await.unwrap();
     let queued = s.wait(&api, "crash", "phase Queued", |r| phase(r) == Some(ReadPhase::Queued)).await.unwrap();
     let job_id = queued.status.unwrap().job_id.unwrap();
 
+    // Second crash: the job is queued and not yet claimed. The restarted process must find
+    // it again; claim only once it has reconciled the request, so a duplicate would be there.
     s.operator.kill();
     s.operator.restart().await.unwrap();
-    // Let the restarted controllers reconcile the request again before claiming.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let deadline = tokio::time::Instant::now() + sb_e2e::scenario::WAIT;
+    while read_reconciles(&s).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the request was never reconciled\n{}", s.operator.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let jobs = s.agent.claim(2).await.unwrap();
     assert_eq!(
         jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(),
@@ -165,9 +223,11 @@ async fn an_operator_killed_between_approval_and_claim_resumes_with_exactly_one_
         "{}",
         s.operator.logs()
     );
-    assert!(s.agent.claim(1).await.unwrap().is_empty(), "the restart must not duplicate the job");
+    assert!(s.agent.claim(1).await.unwrap().is_empty(), "the restarts must not duplicate the job");
     let after = api.get("crash").await.unwrap();
     assert_eq!(after.status.unwrap().job_id.as_deref(), Some(job_id.as_str()));
+    let stored = common::open_store(&s.operator).await.job_by_object(&uid, generation).await.unwrap();
+    assert_eq!(stored.map(|j| j.id), Some(job_id), "the store's one job for the request");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -290,4 +350,32 @@ async fn a_status_pointing_at_another_requests_job_gets_nothing() {
     assert!(steered.status.unwrap().delivery_secret.is_none(), "nothing was delivered to the steered request");
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(s.admin.clone(), "team-a");
     assert!(secrets.get_opt("steer-delivery").await.unwrap().is_none());
+}
+
+/// Namespaces are tenants: team-b's read of a team-a reference is refused with
+/// TargetNotAllowed and makes no job; the same read from team-a is queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_namespace_cannot_target_a_teams_references() {
+    let s = Scenario::start().await.unwrap();
+    let team_b = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-b}\n---\n\
+apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: requesters, namespace: team-b}\n\
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets-bridge-requester}\n\
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: developers}]\n";
+    s.kubectl("admin", &["apply", "-f", "-"], Some(team_b)).await.expect_ok("team-b");
+    let recipient = KeyPair::generate();
+    let from_b = request_yaml("cross", "team-a/db", &recipient).replace("namespace: team-a", "namespace: team-b");
+    s.kubectl("alice", &["apply", "-f", "-"], Some(&from_b)).await.expect_ok("alice's request in team-b");
+    let api_b: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-b");
+    let refused = s.wait(&api_b, "cross", "phase Failed", |r| phase(r) == Some(ReadPhase::Failed)).await.unwrap();
+    let status = refused.status.unwrap();
+    let approved = status.conditions.iter().find(|c| c.type_ == "Approved").expect("an Approved condition");
+    assert_eq!(approved.reason, "TargetNotAllowed", "{status:?}");
+    assert!(approved.message.contains("namespace team-b may not target \"team-a/db\""), "{}", approved.message);
+    assert!(s.agent.claim(1).await.unwrap().is_empty(), "a refused target makes no job");
+
+    let same = create_pending(&s, "own", "team-a/db", &recipient).await;
+    s.decide("bob", "srr", "own", "Approve", has_approvals(&same)).await.expect_ok("bob approves team-a's read");
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    s.wait(&api, "own", "phase Queued", |r| phase(r) == Some(ReadPhase::Queued)).await.unwrap();
+    assert_eq!(s.agent.claim(1).await.unwrap().len(), 1, "team-a's own read is queued");
 }

@@ -84,8 +84,16 @@ async fn an_expired_lease_is_reclaimed_and_the_old_lease_is_refused(flavor: Flav
     let first = store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().remove(0);
     assert_eq!(first.attempt, 1);
     assert!(store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().is_empty(), "a live lease is not re-claimed");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let second = store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().remove(0);
+    // Claim until the expired lease lets the job go, bounded; it must not go before expiry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        if let Some(job) = store.claim_jobs("edge", 1, Duration::ZERO).await.unwrap().pop() {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "the expired lease was never reclaimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(chrono::Utc::now() >= first.lease_expires_at, "re-claimed before the first lease expired");
     assert_eq!(second.job_id, job.job_id);
     assert_eq!(second.attempt, 2);
     assert_ne!(second.lease_token, first.lease_token);

@@ -100,9 +100,54 @@ pub struct ProviderScope {
     /// Vault paths, `prod/payments-` for AWS names). An empty string allows every reference.
     #[schemars(length(min = 1, max = 64), inner(length(max = 512), regex(pattern = r"^[A-Za-z0-9._/+=@:-]*$")))]
     pub allowed_prefixes: Vec<String>,
+    /// Which namespaces may target which prefixes (namespaces are tenants). A request or
+    /// discovery from a namespace must fall under a prefix of a rule that lists that
+    /// namespace. Without rules, a namespace may target only references under
+    /// `<its own name>/` (e.g. `team-a/...` from namespace team-a), so nothing is readable
+    /// across namespaces unless a rule says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub tenants: Vec<TenantRule>,
+}
+
+/// Namespaces and the reference prefixes they may target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantRule {
+    /// Namespace names this rule applies to.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)))]
+    pub namespaces: Vec<String>,
+    /// Reference prefixes these namespaces may target (still within `allowedPrefixes`); an
+    /// empty string allows every reference in scope.
+    #[schemars(length(min = 1, max = 64), inner(length(max = 512), regex(pattern = r"^[A-Za-z0-9._/+=@:-]*$")))]
+    pub prefixes: Vec<String>,
 }
 
 impl ProviderScope {
+    /// Whether `namespace` may target `reference` (pure); `Err` says which rule refuses it.
+    pub fn tenant_allows(&self, namespace: &str, reference: &str) -> Result<(), String> {
+        if self.tenants.is_empty() {
+            let own = format!("{namespace}/");
+            return if reference.starts_with(&own) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the provider has no tenants rules, so namespace {namespace} may target only references under {own:?}"
+                ))
+            };
+        }
+        let rules: Vec<&TenantRule> =
+            self.tenants.iter().filter(|r| r.namespaces.iter().any(|n| n == namespace)).collect();
+        if rules.is_empty() {
+            return Err(format!("no tenants rule of the provider lists namespace {namespace}"));
+        }
+        if rules.iter().any(|r| r.prefixes.iter().any(|p| reference.starts_with(p.as_str()))) {
+            return Ok(());
+        }
+        let allowed: Vec<String> = rules.iter().flat_map(|r| r.prefixes.iter().map(|p| format!("{p:?}"))).collect();
+        Err(format!("the tenants rules for namespace {namespace} allow only prefixes {}", allowed.join(", ")))
+    }
+
     /// Whether a reference falls inside this scope. Path traversal segments are never in
     /// scope, whatever the prefix.
     pub fn allows(&self, reference: &str) -> bool {

@@ -11,7 +11,8 @@ pub const USERS: &[(&str, &[&str])] =
 /// team-a with the shipped roles bound: developers request, bob approves (by user name,
 /// because the operator's SubjectAccessReview knows the approver's name only), everybody may
 /// read the agents' published sealing keys; and `edge`, registered by the public key
-/// `auth_key` its identity printed, serving `vault` and `aws` under `prefix` only.
+/// `auth_key` its identity printed, serving `vault` and `aws` under `prefix` only, which
+/// namespace team-a may target (a tenants rule).
 pub fn setup_yaml(prefix: &str, auth_key: &str) -> String {
     format!(
         r#"
@@ -51,10 +52,10 @@ spec:
   providers:
     - name: vault
       type: Vault
-      scope: {{allowedPrefixes: ["{prefix}"]}}
+      scope: {{allowedPrefixes: ["{prefix}"], tenants: [{{namespaces: [team-a], prefixes: ["{prefix}"]}}]}}
     - name: aws
       type: AwsSecretsManager
-      scope: {{allowedPrefixes: ["{prefix}"]}}
+      scope: {{allowedPrefixes: ["{prefix}"], tenants: [{{namespaces: [team-a], prefixes: ["{prefix}"]}}]}}
 "#
     )
 }

@@ -115,13 +115,15 @@ async fn step(obj: &DiscoveryJob, ctx: &Context) -> Result<Action, Error> {
     let status = obj.status.clone().unwrap_or_default();
     let registration = Api::<AgentRegistration>::all(ctx.client.clone()).get_opt(&obj.spec.agent).await?;
     let prefix = obj.spec.scope.path_prefix.clone();
-    let provider_type = match check(&obj.spec.agent, &obj.spec.provider, prefix.as_deref(), registration.as_ref()) {
-        Ok(t) => t,
-        Err(rejected) => {
-            write(obj, ctx, status, DiscoveryPhase::Failed, rejected.reason, rejected.message).await?;
-            return Ok(Action::await_change());
-        }
-    };
+    let namespace = obj.namespace().unwrap_or_default();
+    let provider_type =
+        match check(&namespace, &obj.spec.agent, &obj.spec.provider, prefix.as_deref(), registration.as_ref()) {
+            Ok(t) => t,
+            Err(rejected) => {
+                write(obj, ctx, status, DiscoveryPhase::Failed, rejected.reason, rejected.message).await?;
+                return Ok(Action::await_change());
+            }
+        };
     let every = obj.spec.schedule.as_ref().and_then(|s| parse_every(&s.every));
     let created = obj.metadata.creation_timestamp.as_ref().map(from_time).unwrap_or_else(chrono::Utc::now);
     let now = chrono::Utc::now();

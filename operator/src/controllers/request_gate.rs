@@ -74,7 +74,7 @@ where
     let namespace = obj.namespace().unwrap_or_default();
     let generation = obj.meta().generation;
     let registration = Api::<AgentRegistration>::all(ctx.client.clone()).get_opt(&request.target.agent).await?;
-    if let Err(rejected) = check_target(request.target, registration.as_ref()) {
+    if let Err(rejected) = check_target(&namespace, request.target, registration.as_ref()) {
         let approved = condition("Approved", false, rejected.reason, rejected.message.clone(), generation);
         let step = GateStep::Refused { reason: rejected.reason.into(), message: rejected.message };
         return Ok(GateDecision { step, approved: Some(approved), summary: None });

@@ -1,0 +1,28 @@
+//! Shared by the scenario tests: the operator's SQLite store opened with the operator's own
+//! key file, so a leak search also reads the envelope-encrypted columns (job payloads and
+//! results). A value that leaked into a job result is invisible to a byte search of the
+//! database file, which sees only ciphertext there.
+
+use sb_e2e::operator::Operator;
+use sb_e2e::stack::canary::Sightings;
+use sb_operator::store::Store;
+
+/// The operator's SQLite store, opened as the operator opens it (local key file in its data
+/// directory); it may run next to the operator process, since SQLite is in WAL mode.
+pub async fn open_store(operator: &Operator) -> Store {
+    let keys = sb_operator::kms::KeyManagerConfig::Local { key_file: operator.data_path().join("kek.bin") }
+        .build()
+        .await
+        .expect("the operator's key file opens");
+    let url = format!("sqlite://{}?mode=rw", operator.database_path().display());
+    Store::connect(&url, keys, Default::default()).await.expect("the operator's store opens")
+}
+
+/// Adds to `found` every canary in the store's decrypted columns, each place named
+/// `store column jobs/<id>/<payload|result>`.
+pub async fn look_in_decrypted_columns(found: &mut Sightings, operator: &Operator, canaries: &[&str]) {
+    let columns = open_store(operator).await.decrypted_columns().await.expect("the store's columns decrypt");
+    for (column, plaintext) in columns {
+        found.look(&format!("store column {column}"), &plaintext, canaries);
+    }
+}
