@@ -212,3 +212,23 @@ where
 fn tracing_note(e: &kube::Error) {
     eprintln!("wait: {e}");
 }
+
+/// Runs `attempt` until the API server admits it. A real API server stops enforcing a
+/// deleted ValidatingAdmissionPolicyBinding once its policy informer sees the deletion, a
+/// moment later; only refusals by a ValidatingAdmissionPolicy are retried, for at most [`WAIT`].
+pub async fn until_admitted<F, Fut>(mut attempt: F) -> KubectlRun
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = KubectlRun>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let run = attempt().await;
+        if run.ok {
+            return run;
+        }
+        assert!(run.stderr.contains("ValidatingAdmissionPolicy"), "refused for another reason: {}", run.stderr);
+        assert!(tokio::time::Instant::now() < deadline, "the deleted binding is still enforced: {}", run.stderr);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

@@ -239,18 +239,7 @@ async fn the_operator_rechecks_approvals_even_when_the_admission_policy_is_missi
         .expect_ok("removing the approval policy binding");
     let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
     create_pending(&s, "unguarded", "team-a/db", &KeyPair::generate()).await;
-    // A real API server stops enforcing a deleted binding once its policy informer sees the
-    // deletion, a moment later: retry until the self-approval is let through.
-    let deadline = tokio::time::Instant::now() + sb_e2e::scenario::WAIT;
-    loop {
-        let run = s.decide("alice", "srr", "unguarded", "Approve", false).await;
-        if run.ok {
-            break;
-        }
-        assert!(run.stderr.contains("ValidatingAdmissionPolicy"), "refused for another reason: {}", run.stderr);
-        assert!(tokio::time::Instant::now() < deadline, "the deleted binding is still enforced: {}", run.stderr);
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    sb_e2e::scenario::until_admitted(|| s.decide("alice", "srr", "unguarded", "Approve", false)).await;
     s.decide("mallory", "srr", "unguarded", "Approve", true).await.expect_ok("mallory's approval gets in");
     let judged = s
         .wait(&api, "unguarded", "both approvals judged and ignored", |r| {
@@ -306,15 +295,7 @@ async fn a_status_pointing_at_another_requests_job_gets_nothing() {
     s.kubectl("admin", &["delete", "validatingadmissionpolicybinding", "secrets-bridge-approvals"], None)
         .await
         .expect_ok("removing the approval policy binding");
-    let deadline = tokio::time::Instant::now() + sb_e2e::scenario::WAIT;
-    loop {
-        let run = s.kubectl("mallory", &args, None).await;
-        if run.ok {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the deleted binding is still enforced: {}", run.stderr);
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    sb_e2e::scenario::until_admitted(|| s.kubectl("mallory", &args, None)).await;
     let jobs = s.agent.claim(1).await.unwrap();
     assert_eq!(
         jobs.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(),
