@@ -30,13 +30,7 @@ fn keys_of(agent: &str) -> AgentKeys {
 }
 
 fn registered(agent: &str) -> StoredAuthKey {
-    let public = keys_of(agent).auth_public();
-    StoredAuthKey {
-        public_key: public.to_base64(),
-        fingerprint: public.fingerprint(),
-        first_seen: chrono::Utc::now().timestamp_millis(),
-        expires_at: None,
-    }
+    StoredAuthKey::new(&keys_of(agent).auth_public(), chrono::Utc::now().timestamp_millis())
 }
 
 struct Api {
@@ -160,12 +154,7 @@ async fn after_a_rotation_the_old_key_is_refused_once_its_grace_ends_and_the_new
     let new = AgentKeys::generate();
     let mut old = registered("edge");
     old.expires_at = Some(chrono::Utc::now().timestamp_millis() - 1);
-    let rotated = StoredAuthKey {
-        public_key: new.auth_public().to_base64(),
-        fingerprint: new.auth_public().fingerprint(),
-        first_seen: chrono::Utc::now().timestamp_millis(),
-        expires_at: None,
-    };
+    let rotated = StoredAuthKey::new(&new.auth_public(), chrono::Utc::now().timestamp_millis());
     api.store.set_agent_keys("operator", "edge", &[old, rotated]).await.unwrap();
     let job = api.store.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
     let events = audit_count(&api.store).await;

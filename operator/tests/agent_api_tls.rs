@@ -32,13 +32,7 @@ async fn agents_reach_the_api_over_pinned_tls() {
     let db = TestDb::new(Flavor::Sqlite).await;
     let store = db.store(StoreOptions::default()).await;
     let agent = AgentKeys::generate();
-    let public = agent.auth_public();
-    let registered = StoredAuthKey {
-        public_key: public.to_base64(),
-        fingerprint: public.fingerprint(),
-        first_seen: chrono::Utc::now().timestamp_millis(),
-        expires_at: None,
-    };
+    let registered = StoredAuthKey::new(&agent.auth_public(), chrono::Utc::now().timestamp_millis());
     store.set_agent_keys("operator", "edge", &[registered]).await.unwrap();
     let signed = |keys: &AgentKeys, body: &[u8]| {
         RequestSignature::sign(keys, "edge", "POST", CLAIM_PATH, chrono::Utc::now().timestamp(), body).to_header()

@@ -227,10 +227,8 @@ async fn agent_keys_are_public_and_expire_after_a_rotation(flavor: Flavor) {
     let store = db.store(StoreOptions::default()).await;
     let (first, second) = (AgentKeys::generate(), AgentKeys::generate());
     let stored = |keys: &AgentKeys, expires_at: Option<i64>| StoredAuthKey {
-        public_key: keys.auth_public().to_base64(),
-        fingerprint: keys.auth_public().fingerprint(),
-        first_seen: chrono::Utc::now().timestamp_millis(),
         expires_at,
+        ..StoredAuthKey::new(&keys.auth_public(), chrono::Utc::now().timestamp_millis())
     };
     let fp = |keys: &AgentKeys| keys.auth_public().fingerprint();
     store.set_agent_keys("operator", "edge", &[stored(&first, None)]).await.unwrap();

@@ -32,14 +32,12 @@ providers:
     )
 }
 
-/// What `sb-agent identity new --format json` prints: the public half to register.
-#[derive(Clone, Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The public half of a new identity, as the admin registers it.
+#[derive(Clone, Debug)]
 pub struct NewIdentity {
     pub agent_id: String,
+    /// The Ed25519 public key for `AgentRegistration.spec.authKeys`.
     pub public_key: String,
-    pub fingerprint: String,
-    pub sealing_key_id: String,
 }
 
 /// The agent's own directory (its boundary) with the identity it made for itself.
@@ -67,16 +65,7 @@ impl AgentHome {
         let snippet: serde_json::Value =
             serde_yaml::from_str(&printed).context("the snippet sb-agent identity new printed")?;
         let public_key = snippet["authKeys"][0]["publicKey"].as_str().context("authKeys[0].publicKey")?.to_owned();
-        let public = sb_core::identity::AuthPublicKey::from_base64(&public_key)?;
-        let keys: sb_core::protocol::AgentIdentity =
-            serde_json::from_slice(&std::fs::read(dir.path().join("identity.json"))?)?;
-        let sealing = sb_core::identity::AgentKeys::from_seed_base64(&keys.agent_key)?.sealing().key_id();
-        let identity = NewIdentity {
-            agent_id: agent_id.to_owned(),
-            public_key,
-            fingerprint: public.fingerprint(),
-            sealing_key_id: sealing,
-        };
+        let identity = NewIdentity { agent_id: agent_id.to_owned(), public_key };
         Ok(Self { dir, identity, printed })
     }
 }

@@ -43,7 +43,7 @@ pub fn key_schedule(
                 .unwrap_or(now)
                 .timestamp()
                 * 1000;
-            StoredAuthKey { public_key: text.clone(), fingerprint: key.fingerprint(), first_seen, expires_at: None }
+            StoredAuthKey::new(&key, first_seen)
         })
         .collect();
     let newest = keys.iter().enumerate().max_by_key(|(i, k)| (k.first_seen, *i)).map(|(i, k)| (i, k.first_seen));

@@ -27,6 +27,13 @@ pub struct StoredAuthKey {
     pub expires_at: Option<i64>,
 }
 
+impl StoredAuthKey {
+    /// `key`, first seen at `first_seen` (milliseconds), not expiring.
+    pub fn new(key: &sb_core::identity::AuthPublicKey, first_seen: i64) -> Self {
+        Self { public_key: key.to_base64(), fingerprint: key.fingerprint(), first_seen, expires_at: None }
+    }
+}
+
 /// Why a presented key does not authenticate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyLookup {
