@@ -298,15 +298,22 @@ async fn approle_login_logs_in_again_before_the_token_expires() {
     let mut config = common::vault_config(secret_file.path().to_owned());
     config.auth = sb_agent::config::VaultAuth::AppRole {
         mount: mount.into(),
-        role_id,
+        role_id: role_id.clone(),
         secret_id_env: None,
         secret_id_file: Some(secret_file.path().to_owned()),
     };
     let vault = VaultKv2::connect(&config).await.expect("AppRole login");
+    // A witness token of the same role, issued after the provider's: once Vault refuses it,
+    // the provider's first token (as short-lived, and older) is dead too.
+    let witness = vaultrs::auth::approle::login(&root, mount, &role_id, &secret_id).await.unwrap().client_token;
     let path = common::unique("agent-test/approle");
     vault.merge_write(&path, write(&[("k", "v")], &[], None)).await.unwrap();
-    // Past the 3 s TTL: the first token is dead, the provider must have logged in again.
-    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while vaultrs::token::lookup(&root, &witness).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "a token with a 3 s TTL still lives after 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The first token is dead: the provider must have logged in again.
     vault.health().await.expect("healthy with a fresh token");
     let read = vault.read(&path, &["k".into()]).await.unwrap();
     assert_eq!(text(&read.values)["k"], "v");

@@ -14,10 +14,10 @@ use sb_agent::runner::{Agent, LoopOptions};
 use sb_agent::transport::OperatorClient;
 use sb_core::crd::TargetRef;
 use sb_core::identity::AgentKeys;
-use sb_core::protocol::{ClaimedJob, JobOutcome, JobPayload, ReadJob};
+use sb_core::protocol::{CLAIM_PATH, ClaimedJob, JobOutcome, JobPayload, ReadJob};
 use sb_core::seal::KeyPair;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Reads take as many milliseconds as the reference's last segment says.
 struct SlowProvider;
@@ -114,22 +114,39 @@ async fn shutdown_stops_claiming_finishes_short_jobs_and_releases_long_ones() {
 #[tokio::test]
 async fn an_unavailable_operator_is_retried_with_backoff_not_hammered() {
     let pki = TestPki::generate();
-    let failing = axum::Router::new().fallback(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE });
+    // Every request fails; the server notes when each claim arrived.
+    let claims: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let failing = axum::Router::new().fallback({
+        let claims = claims.clone();
+        move |uri: axum::http::Uri| async move {
+            if uri.path() == CLAIM_PATH {
+                claims.lock().unwrap().push(Instant::now());
+            }
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        }
+    });
     let server = serve(&pki, failing).await;
     let agent = agent_for(&server.url, &pki, AgentKeys::generate(), Duration::from_secs(1));
     let metrics = agent.metrics.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(agent.run(stopped));
-    // The 3 s are the measured thing, not a stand-in for a condition: the assertion below
-    // counts the requests the backoff lets through in this window.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until("four claim attempts", || claims.lock().unwrap().len() >= 4).await;
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), running).await.expect("stops").unwrap();
 
-    // Claims and heartbeats back off from 0.5 s doubling: a handful each in 3 s, not hundreds.
-    let requests = server.request_count();
-    assert!((2..=16).contains(&requests), "{requests} requests in 3 s");
+    // Claims back off from 0.5 s doubling, each delay at least half its ceiling: the gaps
+    // between attempts are at least 0.25 s, 0.5 s and 1 s (a slow machine only widens them),
+    // where an agent without backoff would retry at once.
+    let arrivals = claims.lock().unwrap().clone();
+    let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, floor) in gaps.iter().zip([250, 500, 1000]) {
+        assert!(
+            *gap >= Duration::from_millis(floor),
+            "a retry came {gap:?} after the last, before {floor} ms: {gaps:?}"
+        );
+    }
     let text = metrics.encode();
     assert!(!text.contains("sb_agent_heartbeat_failures_total 0"), "{text}");
     assert!(!metrics.ready.load(std::sync::atomic::Ordering::Relaxed), "not ready without a heartbeat");
+    assert!(server.request_count() >= 4, "every attempt reached the server");
 }

@@ -16,6 +16,9 @@ pub const OPERATOR_NAMESPACE: &str = "secrets-bridge";
 /// The chart's ServiceAccount for the operator.
 pub const OPERATOR_SERVICE_ACCOUNT: &str = "sb-operator";
 
+/// What the operator logs once its controllers run.
+const CONTROLLERS_STARTED: &str = "controllers started";
+
 /// The built operator binary; building it is the Makefile's job (`make build`).
 /// `SB_OPERATOR_BIN` overrides the path (e.g. a release build or a copy).
 pub fn operator_binary() -> anyhow::Result<PathBuf> {
@@ -56,6 +59,12 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator as its service account; waits until its controllers run.
     pub async fn start(cluster: &Cluster, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_until(cluster, extra_args, CONTROLLERS_STARTED).await
+    }
+
+    /// [`Operator::start`] that returns once the log contains `ready` instead, e.g. a
+    /// standby replica's "another replica leads".
+    pub async fn start_until(cluster: &Cluster, extra_args: &[&str], ready: &str) -> anyhow::Result<Self> {
         let mut op = Self {
             child: None,
             binary: operator_binary()?,
@@ -66,7 +75,7 @@ impl Operator {
             starts: 0,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
-        op.spawn().await?;
+        op.spawn(ready).await?;
         Ok(op)
     }
 
@@ -84,7 +93,7 @@ impl Operator {
         self.data_dir.path().join(format!("operator-{start}.log"))
     }
 
-    async fn spawn(&mut self) -> anyhow::Result<()> {
+    async fn spawn(&mut self, ready: &str) -> anyhow::Result<()> {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts))?;
         // Scenario flags override these defaults (clap refuses a flag given twice).
@@ -111,7 +120,7 @@ impl Operator {
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
-        self.wait_for_log("controllers started", Duration::from_secs(60)).await
+        self.wait_for_log(ready, Duration::from_secs(60)).await
     }
 
     /// Waits until the current process's log contains `needle`.
@@ -161,7 +170,7 @@ impl Operator {
     /// Starts the process again on the same data directory and port.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        self.spawn().await
+        self.spawn(CONTROLLERS_STARTED).await
     }
 
     /// Every log line of every start, for failure messages.

@@ -16,10 +16,16 @@ use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 /// Users of every scenario.
-pub const USERS: &[(&str, &[&str])] =
-    &[("alice", &["developers"]), ("bob", &["approvers"]), ("mallory", &["status-editors"]), ("carol", &["leads"])];
+pub const USERS: &[(&str, &[&str])] = &[
+    ("alice", &["developers"]),
+    ("dave", &["developers"]),
+    ("bob", &["approvers"]),
+    ("mallory", &["status-editors"]),
+    ("carol", &["leads"]),
+    ("argocd", &["gitops"]),
+];
 
-/// team-a: alice requests (by group); bob and alice approve, bound by user name because the
+/// team-a: alice and dave request (by group); bob and alice approve, bound by user name because the
 /// operator's SubjectAccessReview knows only the approver's name (alice holding `approve`
 /// shows that the requester is refused as such, not for lack of the verb); mallory edits
 /// status only.
@@ -158,6 +164,26 @@ impl Scenario {
             serde_json::json!([{"op": "add", "path": "/status/approvals/-", "value": entry}])
         } else {
             serde_json::json!([{"op": "add", "path": "/status/approvals", "value": [entry]}])
+        };
+        let body = op.to_string();
+        self.kubectl(
+            user,
+            &["patch", resource, name, "-n", "team-a", "--subresource=status", "--type=json", "-p", &body],
+            None,
+        )
+        .await
+    }
+
+    /// Appends `user`'s requester action (`Confirm`, `Revealed`) to `status.requesterActions`
+    /// of `resource/name` in team-a, as `kubectl sb confirm|reveal` do; the admission policy
+    /// judges it.
+    pub async fn record(&self, user: &str, resource: &str, name: &str, action: &str, has_actions: bool) -> KubectlRun {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let entry = serde_json::json!({"action": action, "user": user, "time": time});
+        let op = if has_actions {
+            serde_json::json!([{"op": "add", "path": "/status/requesterActions/-", "value": entry}])
+        } else {
+            serde_json::json!([{"op": "add", "path": "/status/requesterActions", "value": [entry]}])
         };
         let body = op.to_string();
         self.kubectl(

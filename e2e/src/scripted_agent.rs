@@ -53,6 +53,13 @@ impl ScriptedAgent {
         Self::new(&self.agent_id, keys, self.api.clone())
     }
 
+    /// The same agent calling another operator replica's agent API at `endpoint` (the
+    /// replicas share the serving certificate, so the CA bundle and pin stay).
+    pub fn at(&self, endpoint: String) -> anyhow::Result<Self> {
+        let keys = AgentKeys::from_seed_base64(&self.keys.seed_base64())?;
+        Self::new(&self.agent_id, keys, AgentApiCoordinates { endpoint, ..self.api.clone() })
+    }
+
     async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<R> {
         let url = format!("{}{path}", self.api.endpoint);
         let body = serde_json::to_vec(body)?;

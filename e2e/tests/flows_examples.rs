@@ -56,4 +56,10 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: developers}]
         .unwrap()
         .expect_ok("get");
     assert_eq!(got.stdout, "alice");
+    // The annotation that makes the operator wait for alice's confirmation cannot be dropped.
+    let without = std::fs::read_to_string(patch).unwrap().replace("secrets-bridge.io/submitted-by:", "x-note:");
+    let without = without.replace("name: rotate-db-password", "name: rotate-db-password-2");
+    let err =
+        cluster.kubectl(ARGOCD, &["create", "-f", "-"], Some(&without)).await.unwrap().expect_err("no annotation");
+    assert!(err.contains("must carry the annotation secrets-bridge.io/submitted-by"), "{err}");
 }

@@ -133,7 +133,7 @@ async fn a_denied_read_ends_without_a_value() {
             && c.message == "denied by bob: no ticket"),
         "{status:?}"
     );
-    assert!(status.job_id.is_none() && status.delivery_secret.is_none(), "{status:?}");
+    assert!(status.job_id.is_none() && status.delivery.is_empty(), "{status:?}");
 
     let err = s
         .kubectl("carol", &["sb", "reveal", "api", "--timeout", "5s", "-n", "team-a"])
@@ -160,8 +160,7 @@ async fn an_unrevealed_delivery_expires() {
     s.wait_read("late", ReadPhase::Pending).await.unwrap();
     s.kubectl("bob", &["approve", "srr/late", "--reason", "ok", "-n", "team-a"]).await.expect_ok("approval");
     let delivered = s.wait_read("late", ReadPhase::Delivered).await.unwrap();
-    let secret = delivered.status.unwrap().delivery_secret.unwrap();
-    s.kubectl("alice", &["get", "secret", &secret, "-n", "team-a"]).await.expect_ok("the sealed delivery exists");
+    assert!(!delivered.status.unwrap().delivery.is_empty(), "the sealed delivery is in the status");
 
     // Nobody reveals it: after its minute the operator deletes the delivery.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -173,7 +172,8 @@ async fn an_unrevealed_delivery_expires() {
         assert!(tokio::time::Instant::now() < deadline, "still {phase:?} after 90 s\n{}", s.logs());
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    s.kubectl("alice", &["get", "secret", &secret, "-n", "team-a"]).await.expect_err("the delivery is gone");
+    let expired = s.reads().get("late").await.unwrap().status.unwrap();
+    assert!(expired.delivery.is_empty(), "an expired delivery leaves the status: {:?}", expired.delivery);
     let err = s
         .kubectl("alice", &["sb", "reveal", "late", "--timeout", "5s", "-n", "team-a"])
         .await

@@ -1,12 +1,18 @@
 //! Fail closed: when the operator cannot append to its audit log, an object does not change
-//! phase, and its status says why (condition AuditUnavailable) until the log is back.
+//! phase, and its status says why (condition AuditUnavailable) until the log is back. And the
+//! head of the audit chain is checkpointed outside the database, in a ConfigMap only the
+//! operator writes, which `sb-operator audit verify` checks the store against.
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use sb_core::crd::{ReadPhase, SecretReadRequest};
 use sb_core::seal::KeyPair;
+use sb_e2e::operator::{OPERATOR_NAMESPACE, operator_binary};
 use sb_e2e::scenario::Scenario;
+use sb_operator::audit::{CHECKPOINT_CONFIGMAP, Checkpoint};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Holds SQLite's write lock on the operator's database from another process, the way a
 /// stuck writer or a full disk would stop appends.
@@ -63,4 +69,125 @@ spec:
         .await
         .unwrap();
     assert_eq!(pending.status.unwrap().approval_summary.as_deref(), Some("0/1"));
+}
+
+/// Removes the last audit event and fixes up the head record, as the owner of the SQLite file
+/// can.
+const CUT_THE_TAIL: &str = "import sqlite3, sys\n\
+c = sqlite3.connect(sys.argv[1])\n\
+c.execute('DROP TRIGGER audit_events_no_delete')\n\
+(last,) = c.execute('SELECT max(seq) FROM audit_events').fetchone()\n\
+c.execute('DELETE FROM audit_events WHERE seq = ?', (last,))\n\
+(h,) = c.execute('SELECT hash FROM audit_events WHERE seq = ?', (last - 1,)).fetchone()\n\
+c.execute('UPDATE audit_head SET last_seq = ?, last_hash = ? WHERE id = 1', (last - 1, h))\n\
+c.commit()\n";
+
+/// The last event in the operator's store: (seq, MAC).
+async fn store_head(s: &Scenario) -> (i64, String) {
+    let (pool, _) = sb_operator::store::open_pool(s.operator.database_path().to_str().unwrap(), 1).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let events = sb_operator::audit::list(&mut conn, 0, 1_000_000).await.unwrap();
+    drop(conn);
+    pool.close().await;
+    let last = events.last().expect("the operator audited something");
+    (last.seq, last.hash.clone())
+}
+
+fn checkpoint_of(configmap: &ConfigMap) -> Option<Checkpoint> {
+    Checkpoint::from_configmap(configmap).ok()
+}
+
+/// `sb-operator audit verify` against the operator's store, reading the checkpoint from the
+/// cluster as an administrator: (exit code, stdout + stderr).
+fn verify_from_cluster(s: &Scenario) -> (i32, String) {
+    let out = Command::new(operator_binary().unwrap())
+        .args(["audit", "verify", "--database-url"])
+        .arg(s.operator.database_path())
+        .args(["--kms", "local", "--kms-key-file"])
+        .arg(s.operator.data_path().join("kek.bin"))
+        .args(["--checkpoint-from-cluster", "--namespace", OPERATOR_NAMESPACE])
+        .env("KUBECONFIG", s.cluster.server.kubeconfig_for("admin").unwrap())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_checkpoints_the_audit_head_in_its_namespace_and_verify_reads_it() {
+    // A checkpoint after every event, so each transition moves it.
+    let mut s = Scenario::start_with(&["--audit-checkpoint-events", "1"]).await.unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
+    let first = s
+        .wait(&configmaps, CHECKPOINT_CONFIGMAP, "the first audit checkpoint", |cm| checkpoint_of(cm).is_some())
+        .await
+        .unwrap();
+    let first = checkpoint_of(&first).unwrap();
+    assert!(first.seq >= 1, "{first:?}");
+
+    // A request's transitions move it forward (the operator's ServiceAccount may update it).
+    let request = format!(
+        r#"
+apiVersion: secrets-bridge.io/v1alpha1
+kind: SecretReadRequest
+metadata: {{name: checkpointed, namespace: team-a}}
+spec:
+  target: {{agent: edge, provider: vault, ref: team-a/db}}
+  justification: Moving the audit checkpoint.
+  requester: alice
+  recipient: "{}"
+"#,
+        KeyPair::generate().public.to_base64()
+    );
+    s.kubectl("alice", &["apply", "-f", "-"], Some(&request)).await.expect_ok("alice's request");
+    s.wait(&configmaps, CHECKPOINT_CONFIGMAP, "a later audit checkpoint", |cm| {
+        checkpoint_of(cm).is_some_and(|c| c.seq > first.seq)
+    })
+    .await
+    .unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", s.operator.metrics_url())).await.unwrap().text().await.unwrap();
+    let writes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sb_operator_audit_checkpoint_writes_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(writes.is_some_and(|w| w >= 2.0), "checkpoints were written: {metrics}");
+    let failures: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sb_operator_audit_checkpoint_failures_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(failures.is_empty(), "no checkpoint failed: {failures:?}\n{}", s.operator.logs());
+
+    // A clean shutdown leaves the checkpoint at the store's last event.
+    assert!(s.operator.terminate(Duration::from_secs(30)).unwrap(), "clean exit\n{}", s.operator.logs());
+    let (seq, mac) = store_head(&s).await;
+    let last = checkpoint_of(&configmaps.get(CHECKPOINT_CONFIGMAP).await.unwrap()).unwrap();
+    assert_eq!((last.seq, last.mac.as_str()), (seq, mac.as_str()), "{}", s.operator.logs());
+
+    let (code, text) = verify_from_cluster(&s);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("(seq {seq}) matches")), "{text}");
+
+    // The owner of the database removes the last event and fixes up the head record.
+    let cut = Command::new("python3").args(["-c", CUT_THE_TAIL]).arg(s.operator.database_path()).status().unwrap();
+    assert!(cut.success());
+    let (code, text) = verify_from_cluster(&s);
+    assert_eq!(code, 6, "the removed tail is found: {text}");
+    assert!(
+        text.contains(&format!("ends at seq {}", seq - 1)) && text.contains(&format!("records seq {seq}")),
+        "{text}"
+    );
+
+    // Started again on the cut store, the operator keeps the checkpoint (it does not move it
+    // back over the evidence), warns and counts why.
+    s.operator.restart().await.unwrap();
+    s.operator.wait_for_log("audit checkpoint not written", Duration::from_secs(60)).await.unwrap();
+    let kept = checkpoint_of(&configmaps.get(CHECKPOINT_CONFIGMAP).await.unwrap()).unwrap();
+    assert_eq!(kept, last, "{}", s.operator.logs());
+    let metrics = reqwest::get(format!("{}/metrics", s.operator.metrics_url())).await.unwrap().text().await.unwrap();
+    let refused = metrics.lines().any(|l| {
+        (l.starts_with("sb_operator_audit_checkpoint_failures_total{reason=\"behind\"}")
+            || l.starts_with("sb_operator_audit_checkpoint_failures_total{reason=\"diverged\"}"))
+            && !l.ends_with(" 0")
+    });
+    assert!(refused, "the refusal is counted: {metrics}");
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
@@ -14,10 +15,12 @@ use sb_core::crd::{
 };
 use sb_core::protocol::{CatalogEntry, CatalogPage, JobOutcome, JobPayload, JobResult};
 use sb_core::seal::{Purpose, SecretValue, seal};
-use sb_e2e::operator::OPERATOR_NAMESPACE;
-use sb_e2e::scenario::Scenario;
+use sb_e2e::operator::{OPERATOR_NAMESPACE, Operator};
+use sb_e2e::scenario::{Scenario, WAIT};
 use sb_e2e::stack::canary::{new_canary, operator_and_cluster_sightings};
 use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_registration_publishes_the_agent_api_and_the_agent_signed_sealing_key() {
@@ -220,7 +223,7 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn with_leader_election_the_operator_holds_a_lease_and_stops_cleanly_on_sigterm() {
     let mut s = Scenario::start_with(&["--leader-election"]).await.unwrap();
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
+    let leases: Api<Lease> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
     let lease = s
         .wait(&leases, "sb-operator-leader", "the leader lease", |l| {
             l.spec.as_ref().and_then(|sp| sp.holder_identity.as_ref()).is_some()
@@ -241,6 +244,97 @@ async fn with_leader_election_the_operator_holds_a_lease_and_stops_cleanly_on_si
         s.operator.logs()
     );
     assert!(s.operator.logs().contains("termination requested"), "{}", s.operator.logs());
+    // It gave the lease up on the way out instead of leaving a standby to wait for expiry.
+    assert!(s.operator.logs().contains("released the leader lease"), "{}", s.operator.logs());
+    let released = leases.get("sb-operator-leader").await.unwrap();
+    assert_eq!(released.spec.and_then(|sp| sp.holder_identity), None, "{}", s.operator.logs());
+}
+
+/// A standby replica takes over when the leader stops, and its own SIGTERM ends within the
+/// drain timeout whatever is still open when it arrives: a controller whose kind has never
+/// listed (kube-runtime holds a controller's runner until its first list, which then never
+/// comes, so that controller's graceful shutdown never ends), a scrape stalled in the middle
+/// of its request (axum's graceful shutdown waits for it), and an agent's long-poll claim
+/// (answered with no jobs instead of holding the drain). Each stopping replica releases the
+/// lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_within_the_drain_timeout_whatever_is_still_open() {
+    let mut s = Scenario::start_with(&["--leader-election"]).await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
+    let standby_args = ["--leader-election", "--drain-timeout", "2s"];
+    let mut standby = Operator::start_until(&s.cluster, &standby_args, "another replica leads").await.unwrap();
+
+    // The standby has passed its CRD check; one kind now goes away, so once elected its
+    // DiscoveryJob controller can never list it.
+    s.kubectl("admin", &["delete", "crd", "discoveryjobs.secrets-bridge.io", "--wait=true"], None)
+        .await
+        .expect_ok("deleting the DiscoveryJob CRD");
+    let discovery_jobs: Api<DiscoveryJob> = Api::all(s.admin.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !matches!(discovery_jobs.list(&ListParams::default()).await, Err(kube::Error::Api(e)) if e.code == 404) {
+        assert!(tokio::time::Instant::now() < deadline, "DiscoveryJobs are still served after deleting the CRD");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The leader stops and hands the lease over; the standby takes over.
+    assert!(
+        s.operator.terminate(Duration::from_secs(30)).unwrap(),
+        "the leader must stop cleanly\n{}",
+        s.operator.logs()
+    );
+    assert!(s.operator.logs().contains("released the leader lease"), "{}", s.operator.logs());
+    standby.wait_for_log("controllers started", Duration::from_secs(60)).await.unwrap();
+
+    // A scrape that sends half a request and stalls.
+    let metrics_address = standby.metrics_url().trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&metrics_address).await.unwrap();
+    stalled.write_all(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n").await.unwrap();
+
+    // The agent calls the standby, which registers its keys in its own store once elected,
+    // and long-polls for work there.
+    let agent = s.agent.at(standby.endpoint()).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(e) = agent.heartbeat(&["vault"]).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the standby never accepted the agent: {e}\n{}",
+            standby.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let claim = tokio::spawn(async move { agent.claim(30).await });
+    let scrape = format!("{}/metrics", standby.metrics_url());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let metrics = reqwest::get(&scrape).await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l == "sb_operator_agent_api_claims_waiting 1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the claim never started waiting\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGTERM: 2 s of drain, then at most 2 s to release the lease; a hang fails the bound.
+    assert!(
+        standby.terminate(Duration::from_secs(30)).unwrap(),
+        "SIGTERM must end the process cleanly\n{}",
+        standby.logs()
+    );
+    let jobs = claim.await.unwrap().expect("the long-poll claim is answered, not cut");
+    assert!(jobs.is_empty(), "{jobs:?}");
+    let logs = standby.logs();
+    for line in [
+        "termination requested",
+        "the controllers did not stop within the drain timeout",
+        "the metrics server did not stop within the drain timeout",
+        "released the leader lease",
+        r#""message":"stopped""#,
+    ] {
+        assert!(logs.contains(line), "the log lacks {line:?}\n{logs}");
+    }
+    drop(stalled);
+    let lease = leases.get("sb-operator-leader").await.unwrap();
+    assert_eq!(lease.spec.and_then(|sp| sp.holder_identity), None, "the lease names no holder once released");
 }
 
 #[tokio::test(flavor = "multi_thread")]

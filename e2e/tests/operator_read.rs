@@ -1,7 +1,9 @@
 //! The read flow with the real operator process: request as alice, refused approvals that
 //! never count, bob's approval through the shipped admission policy, a job the scripted agent
-//! claims, a delivery Secret that holds only ciphertext, and reveal-once. Also: deny, a
-//! target out of scope, and an operator killed with SIGKILL between approval and claim.
+//! claims, a delivery in the request's own status that holds only ciphertext, and
+//! reveal-once. Also: deny, a target out of scope, an operator killed with SIGKILL between
+//! approval and claim, and another user of the namespace who can neither end nor open
+//! someone's delivery.
 
 mod common;
 
@@ -9,7 +11,7 @@ use kube::Api;
 use sb_core::binding::read_aad;
 use sb_core::crd::{ReadPhase, SecretReadRequest};
 use sb_core::protocol::{JobOutcome, JobPayload, JobResult};
-use sb_core::seal::{Envelope, KeyPair, Purpose, SecretValue, open, seal};
+use sb_core::seal::{KeyPair, Purpose, SecretValue, open, seal};
 use sb_e2e::scenario::Scenario;
 use sb_e2e::stack::canary::{Sightings, new_canary, operator_and_cluster_sightings};
 use std::collections::BTreeMap;
@@ -114,29 +116,23 @@ async fn an_approved_read_is_delivered_sealed_and_revealed_once() {
     let status = delivered.status.unwrap();
     assert!(status.delivered_at.is_some() && status.expires_at.is_some(), "{status:?}");
 
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(s.admin.clone(), "team-a");
-    let secret = secrets.get("db-delivery").await.unwrap();
-    assert_eq!(secret.type_.as_deref(), Some("secrets-bridge.io/sealed-delivery"));
-    let annotations = secret.metadata.annotations.clone().unwrap();
-    assert_eq!(annotations["secrets-bridge.io/request-uid"], uid);
-    assert!(annotations.contains_key("secrets-bridge.io/expires-at"));
-    let data = secret.data.clone().unwrap();
-    assert_eq!(data.keys().collect::<Vec<_>>(), vec!["password"]);
-    let compact = String::from_utf8(data["password"].0.clone()).unwrap();
-    let opened = open(&recipient, Purpose::ReadDelivery, &aad, &Envelope::from_compact(&compact).unwrap()).unwrap();
+    assert_eq!(status.delivery.keys().collect::<Vec<_>>(), vec!["password"]);
+    let delivered_envelope = status.delivery["password"].clone();
+    let opened = open(&recipient, Purpose::ReadDelivery, &aad, &delivered_envelope).unwrap();
     assert_eq!(opened.expose(), canary.as_bytes(), "the requester's key opens the delivery");
+    let ciphertext = delivered_envelope.ct.clone();
 
     // Only ciphertext anywhere: every file of the operator's data directory (the database with
     // its -wal), the store's columns decrypted, its logs, and the cluster.
     let found = sightings(&s, &[&canary]).await;
     assert!(found.0.is_empty(), "plaintext found:\n{}", found.0.join("\n"));
     // The same search finds what is there: the request's uid is in the store's rows and in
-    // the cluster; the envelope is in the delivery Secret.
-    let found = sightings(&s, &[&uid, &compact]).await.0;
+    // the cluster; the envelope's ciphertext is in the request's status.
+    let found = sightings(&s, &[&uid, &ciphertext]).await.0;
     for place in [
         format!("{uid} in operator data file"),
         format!("{uid} in the Kubernetes storage: object SecretReadRequest team-a/db"),
-        format!("{compact} in the Kubernetes storage: object Secret team-a/db-delivery"),
+        format!("{ciphertext} in the Kubernetes storage: object SecretReadRequest team-a/db"),
     ] {
         assert!(found.iter().any(|f| f.starts_with(&place)), "the search is blind to {place:?}: {found:#?}");
     }
@@ -146,11 +142,89 @@ async fn an_approved_read_is_delivered_sealed_and_revealed_once() {
     let queued_line = logs.lines().find(|l| l.contains("phase changed") && l.contains("Queued")).unwrap_or_default();
     assert!(queued_line.contains(&uid) && queued_line.contains(&job.job_id), "{logs}");
 
-    s.kubectl("alice", &["delete", "secret", "db-delivery", "-n", "team-a"], None)
-        .await
-        .expect_ok("reveal deletes the delivery");
+    s.record("alice", "srr", "db", "Revealed", false).await.expect_ok("alice ends her delivery");
     let revealed = s.wait(&api, "db", "phase Revealed", |r| phase(r) == Some(ReadPhase::Revealed)).await.unwrap();
-    assert!(revealed.status.unwrap().revealed_at.is_some());
+    let status = revealed.status.unwrap();
+    assert!(status.revealed_at.is_some());
+    assert!(status.delivery.is_empty(), "a revealed delivery leaves the status: {:?}", status.delivery);
+}
+
+/// The delivery is in the request's status, which only the operator writes: another requester
+/// of the namespace can neither end it nor open it, has no access to Secrets at all, and a
+/// Secret that happens to be called `<name>-delivery` is never touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_user_can_neither_end_nor_open_someones_delivery() {
+    let s = Scenario::start().await.unwrap();
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    let bystander = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db-delivery","namespace":"team-a"},
+        "stringData":{"note":"an application's own Secret that happens to have this name"}}"#;
+    s.kubectl("admin", &["apply", "-f", "-"], Some(bystander)).await.expect_ok("a Secret named like a delivery");
+    let recipient = KeyPair::generate();
+    let request = create_pending(&s, "db", "team-a/db", &recipient).await;
+    s.decide("bob", "srr", "db", "Approve", has_approvals(&request)).await.expect_ok("bob's approval");
+    s.wait(&api, "db", "phase Queued", |r| phase(r) == Some(ReadPhase::Queued)).await.unwrap();
+    let job = s.agent.claim(1).await.unwrap().pop().expect("the job");
+    let JobPayload::Read(read) = &job.payload else { panic!("not a read job") };
+    let uid = request.metadata.uid.clone().unwrap();
+    let aad = read_aad(&uid, &read.target, "password");
+    let envelope =
+        seal(&recipient.public, Purpose::ReadDelivery, &aad, &SecretValue::new(b"alice-only".to_vec())).unwrap();
+    let outcome = JobOutcome::Succeeded(JobResult::Read {
+        deliveries: BTreeMap::from([("password".to_owned(), envelope)]),
+        missing_keys: vec![],
+        provider_version: None,
+    });
+    s.agent.complete(&job, outcome).await.unwrap();
+    let delivered = s.wait(&api, "db", "phase Delivered", |r| phase(r) == Some(ReadPhase::Delivered)).await.unwrap();
+
+    // dave requests in team-a too. He cannot end alice's delivery, in his name or in hers.
+    for user in ["dave", "alice"] {
+        let entry = format!(
+            r#"[{{"op":"add","path":"/status/requesterActions","value":[{{"action":"Revealed","user":"{user}","time":"2026-01-01T00:00:00Z"}}]}}]"#
+        );
+        let args = ["patch", "srr", "db", "-n", "team-a", "--subresource=status", "--type=json", "-p", &entry];
+        let err = s.kubectl("dave", &args, None).await.expect_err("dave ending alice's delivery");
+        assert!(err.contains("only the requester (\"alice\")"), "{err}");
+    }
+    // Nor can someone who may edit status remove the envelopes.
+    let wipe = r#"[{"op":"remove","path":"/status/delivery"}]"#;
+    let args = ["patch", "srr", "db", "-n", "team-a", "--subresource=status", "--type=json", "-p", wipe];
+    let err = s.kubectl("mallory", &args, None).await.expect_err("mallory removing the delivery");
+    assert!(err.contains("the rest of status belongs to the operator"), "{err}");
+    // dave can see the ciphertext (it is part of the request) but no key of his opens it.
+    let seen: SecretReadRequest = serde_json::from_str(
+        &s.kubectl("dave", &["get", "srr", "db", "-n", "team-a", "-o", "json"], None)
+            .await
+            .expect_ok("dave reads the request")
+            .stdout,
+    )
+    .unwrap();
+    let sealed = &seen.status.unwrap().delivery["password"];
+    assert!(open(&KeyPair::generate(), Purpose::ReadDelivery, &aad, sealed).is_err(), "another key opens nothing");
+    assert_eq!(open(&recipient, Purpose::ReadDelivery, &aad, sealed).unwrap().expose(), b"alice-only");
+    // Requesters have no access to Secrets at all.
+    let err = s
+        .kubectl("dave", &["get", "secret", "db-delivery", "-n", "team-a"], None)
+        .await
+        .expect_err("dave reading a Secret");
+    assert!(err.contains("forbidden"), "{err}");
+    let still = api.get("db").await.unwrap();
+    assert_eq!(phase(&still), Some(ReadPhase::Delivered), "nobody but alice ended it");
+    assert_eq!(still.status.unwrap().delivery, delivered.status.unwrap().delivery);
+
+    s.record("alice", "srr", "db", "Revealed", false).await.expect_ok("alice ends her delivery");
+    s.wait(&api, "db", "phase Revealed", |r| phase(r) == Some(ReadPhase::Revealed)).await.unwrap();
+    // The operator never touched the Secret it did not create.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(s.admin.clone(), "team-a");
+    let survivor = secrets.get("db-delivery").await.expect("the pre-existing Secret survives");
+    assert!(survivor.data.unwrap().contains_key("note"));
+    assert!(
+        survivor.metadata.managed_fields.unwrap_or_default().iter().all(|m| !m
+            .manager
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("sb-operator"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -231,32 +305,6 @@ async fn an_operator_killed_between_approval_and_claim_resumes_with_exactly_one_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_operator_rechecks_approvals_even_when_the_admission_policy_is_missing() {
-    let s = Scenario::start().await.unwrap();
-    // Without the binding, the API server lets any status editor append any entry.
-    s.kubectl("admin", &["delete", "validatingadmissionpolicybinding", "secrets-bridge-approvals"], None)
-        .await
-        .expect_ok("removing the approval policy binding");
-    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
-    create_pending(&s, "unguarded", "team-a/db", &KeyPair::generate()).await;
-    sb_e2e::scenario::until_admitted(|| s.decide("alice", "srr", "unguarded", "Approve", false)).await;
-    s.decide("mallory", "srr", "unguarded", "Approve", true).await.expect_ok("mallory's approval gets in");
-    let judged = s
-        .wait(&api, "unguarded", "both approvals judged and ignored", |r| {
-            r.status
-                .as_ref()
-                .and_then(|st| st.message.as_deref())
-                .is_some_and(|m| m.contains("alice (SelfApproval)") && m.contains("mallory (NotAuthorized)"))
-        })
-        .await
-        .unwrap();
-    let status = judged.status.unwrap();
-    assert_eq!(status.phase, Some(ReadPhase::Pending), "{status:?}");
-    assert_eq!(status.approval_summary.as_deref(), Some("0/1"));
-    assert!(s.agent.claim(1).await.unwrap().is_empty(), "ignored approvals must not produce a job");
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn an_approver_whose_authority_comes_from_a_group_counts_when_the_entry_names_it() {
     let s = Scenario::start().await.unwrap();
     let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
@@ -319,7 +367,7 @@ async fn a_status_pointing_at_another_requests_job_gets_nothing() {
     s.agent.complete(&jobs[0], outcome).await.unwrap();
     let delivered =
         s.wait(&api, "victim", "phase Delivered", |r| phase(r) == Some(ReadPhase::Delivered)).await.unwrap();
-    assert_eq!(delivered.status.unwrap().delivery_secret.as_deref(), Some("victim-delivery"));
+    assert_eq!(delivered.status.unwrap().delivery.keys().collect::<Vec<_>>(), vec!["password"]);
     // The steered request falls back to its own state: no approvals, so Pending, no delivery.
     let steered = s
         .wait(&api, "steer", "the steered request back to Pending", |r| {
@@ -328,9 +376,7 @@ async fn a_status_pointing_at_another_requests_job_gets_nothing() {
         })
         .await
         .unwrap();
-    assert!(steered.status.unwrap().delivery_secret.is_none(), "nothing was delivered to the steered request");
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(s.admin.clone(), "team-a");
-    assert!(secrets.get_opt("steer-delivery").await.unwrap().is_none());
+    assert!(steered.status.unwrap().delivery.is_empty(), "nothing was delivered to the steered request");
 }
 
 /// Namespaces are tenants: team-b's read of a team-a reference is refused with

@@ -6,6 +6,7 @@ use crate::kms::KeyManagerConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// Secrets Bridge operator: the control plane that decides, records and relays secret
 /// requests. It never holds a plaintext value or a provider credential.
@@ -50,14 +51,52 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Recompute the hash chain; exits non-zero and names the first broken event when the
-    /// log was edited.
+    /// Recompute the audit chain with its key (unwrapped by the key manager) and check the
+    /// head against a checkpoint kept outside the database; names the first broken event and
+    /// exits with the code of what was found.
     ///
-    /// Example: sb-operator audit verify --database-url postgres://sb@db/sb
-    Verify {
-        #[command(flatten)]
-        database: DatabaseArgs,
-    },
+    /// Without --checkpoint-file or --checkpoint-from-cluster a removed tail (the last events
+    /// deleted and the head record fixed up) cannot be detected, and verify says so.
+    ///
+    /// Example: sb-operator audit verify --database-url postgres://sb@db/sb --kms vault-transit --checkpoint-from-cluster
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify(AuditVerifyArgs),
+}
+
+/// The exit codes of `audit verify`, as its `--help` shows them.
+pub const VERIFY_EXIT_CODES: &str = "\
+Exit codes:
+  0  the chain verified (and reaches the checkpoint's event with its MAC, when one was given)
+  1  verification could not run: the database, the key manager or the checkpoint could not be read
+  2  usage error
+  3  modified: an event's MAC does not match its contents (names the seq), or the v1 events were rewritten
+  4  gap: an event is missing or was inserted in the middle (names the seq)
+  5  unlinked: an event does not link to the one before it
+  6  truncated: the chain ends before the checkpoint's seq (the tail was removed)
+  7  forged head: the checkpoint's MAC is not the MAC of the event at its seq, or the head record disagrees with \
+the chain
+  8  chain key: the key record is missing, does not unwrap with the key manager given, or its switch-over was edited";
+
+/// `sb-operator audit verify`.
+#[derive(Args, Debug, Clone)]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The key manager that wraps the chain key (the same flags as `run`; nothing is created:
+    /// the local key file, default `sb-operator.kek`, or the transit key must exist).
+    #[command(flatten)]
+    pub kms: KmsArgs,
+    /// Check the head against this checkpoint JSON (offline; for example the
+    /// `checkpoint.json` key of the `sb-audit-checkpoint` ConfigMap, saved).
+    #[arg(long, conflicts_with = "checkpoint_from_cluster")]
+    pub checkpoint_file: Option<PathBuf>,
+    /// Read the checkpoint from the ConfigMap `sb-audit-checkpoint` in --namespace (KUBECONFIG
+    /// or in-cluster, as `run`).
+    #[arg(long)]
+    pub checkpoint_from_cluster: bool,
+    /// The operator's namespace, for --checkpoint-from-cluster.
+    #[arg(long, env = "SB_NAMESPACE", default_value = "secrets-bridge")]
+    pub namespace: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,8 +150,8 @@ pub const DEFAULT_KEY_FILE: &str = "sb-operator.kek";
 pub struct KmsArgs {
     #[arg(long, value_enum, env = "SB_KMS", default_value_t = KmsKind::Local)]
     pub kms: KmsKind,
-    /// Key file of `--kms local` (32 bytes; created 0600 when missing); default
-    /// `<data-dir>/kek.bin` for `run`, `sb-operator.kek` for `serve`.
+    /// Key file of `--kms local` (32 bytes; created 0600 when missing, except by `audit
+    /// verify`); default `<data-dir>/kek.bin` for `run`, `sb-operator.kek` otherwise.
     #[arg(long, env = "SB_KMS_KEY_FILE")]
     pub kms_key_file: Option<PathBuf>,
     /// OpenBao/Vault address for `vault-transit`.
@@ -202,21 +241,21 @@ fn default_tls_names() -> Vec<String> {
     vec!["localhost".into(), "127.0.0.1".into()]
 }
 
-/// Runs the parsed command.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the parsed command; the exit code is 0 unless the command has its own codes (`audit
+/// verify`).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let success = |()| ExitCode::SUCCESS;
     match cli.command {
         Command::Crdgen { out } => {
             for path in crate::crdgen::write_all(&out)? {
                 println!("wrote {}", path.display());
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Serve(args) => runtime()?.block_on(commands::serve(args)),
-        Command::Run(args) => runtime()?.block_on(crate::run::run(*args)),
-        Command::Audit { command: AuditCommand::Verify { database } } => {
-            runtime()?.block_on(commands::audit_verify(database))
-        }
-        Command::Agent { command } => runtime()?.block_on(commands::agent(command)),
+        Command::Serve(args) => runtime()?.block_on(commands::serve(args)).map(success),
+        Command::Run(args) => runtime()?.block_on(crate::run::run(*args)).map(success),
+        Command::Audit { command: AuditCommand::Verify(args) } => runtime()?.block_on(commands::audit_verify(args)),
+        Command::Agent { command } => runtime()?.block_on(commands::agent(command)).map(success),
     }
 }
 

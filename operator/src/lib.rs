@@ -8,5 +8,6 @@ pub mod crdgen;
 pub mod kms;
 pub mod policy;
 pub mod run;
+pub mod shutdown;
 pub mod store;
 pub mod tls;

@@ -14,9 +14,13 @@ use rcgen::{
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
@@ -163,39 +167,87 @@ pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<String, TlsError> {
 
 /// Serves `app` over TLS on `listener` until `shutdown` resolves. Each connection does its
 /// handshake on its own task so a slow client cannot stall the accept loop.
+///
+/// On shutdown it stops accepting, asks every open connection to finish (HTTP/1.1 closes
+/// once the request in progress is answered, an idle keep-alive connection at once; HTTP/2
+/// sends GOAWAY) and waits up to `drain` for them; connections still open then (a client
+/// stalled mid-request, a handshake in progress, a long-poll nobody ended) are cut, and that
+/// is logged.
 pub async fn serve_tls(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     app: Router,
     shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(config);
+    let (closing_tx, closing) = watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => accepted?,
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
+            // Reap finished connections so the set holds only open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        connections.spawn(serve_connection(acceptor.clone(), app.clone(), tcp, peer, closing.clone()));
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let drained = tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            ?drain,
+            "agent API connections still open after the drain timeout; closing them"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    app: Router,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut closing: watch::Receiver<bool>,
+) {
+    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+    let tls = tokio::select! {
+        tls = handshake => match tls {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
             }
-        });
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        // No request has started on a connection still shaking hands: drop it.
+        _ = closing.wait_for(|closing| *closing) => return,
+    };
+    let service = TowerToHyperService::new(app);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    let mut finishing = false;
+    loop {
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = closing.wait_for(|closing| *closing), if !finishing => {
+                finishing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
     }
 }
 

@@ -130,6 +130,8 @@ async fn a_registered_agent_key_reaches_the_served_api() {
 
     let verified = Command::new(BIN)
         .args(["audit", "verify", "--database-url", dir.path().join("store.db").to_str().unwrap()])
+        // The key manager that wraps the audit chain key.
+        .args(["--kms-key-file", dir.path().join("kek").to_str().unwrap()])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&verified.stdout);

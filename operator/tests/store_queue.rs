@@ -193,33 +193,74 @@ async fn refusals_change_nothing(flavor: Flavor) {
     assert_eq!(audit_count(&store).await, events, "refusals write no audit rows");
 }
 
+/// Polls `condition` every 20 ms until it holds; fails the test naming `what` after 10 s.
+async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn a_waiting_claim_wakes_when_a_job_is_queued(flavor: Flavor) {
     let db = TestDb::new(flavor).await;
     let store = db.store(StoreOptions::default()).await;
     // On PostgreSQL the job comes from another store (another replica): the wake-up travels
-    // through LISTEN/NOTIFY.
+    // through LISTEN/NOTIFY, so the listener must be subscribed first: a NOTIFY from the
+    // producer reaches this store.
     let producer = match flavor {
         Flavor::Sqlite => store.clone(),
-        Flavor::Postgres => db.store(StoreOptions::default()).await,
+        Flavor::Postgres => {
+            let producer = db.store(StoreOptions::default()).await;
+            let before = store.wakeups_received();
+            until("the job listener hears a NOTIFY from another store", async || {
+                sqlx::query("SELECT pg_notify('sb_jobs', 'nobody')").execute(producer.pool()).await.unwrap();
+                store.wakeups_received() > before
+            })
+            .await;
+            producer
+        }
     };
-    tokio::time::sleep(Duration::from_millis(300)).await; // let the listener subscribe
+    // The claim may wait far longer than this test waits for it: only the queued job answers it in time.
     let waiter = tokio::spawn({
         let store = store.clone();
-        async move {
-            let started = std::time::Instant::now();
-            let jobs = store.claim_jobs("edge", 1, Duration::from_secs(20)).await.unwrap();
-            (jobs, started.elapsed())
-        }
+        async move { store.claim_jobs("edge", 1, Duration::from_secs(120)).await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("the claim is waiting", async || store.claims_in_progress("edge") == 1).await;
+    let before = store.wakeups_received();
     let job = producer.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
-    let (jobs, waited) = tokio::time::timeout(Duration::from_secs(15), waiter).await.expect("claim returned").unwrap();
+    let jobs = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiting claim answered when the job was queued, not at its deadline")
+        .unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].job_id, job.job_id);
-    assert!(
-        waited < Duration::from_secs(10),
-        "the claim answered when the job arrived, not at its deadline ({waited:?})"
-    );
+    assert!(store.wakeups_received() > before, "the queued job woke the claiming store");
+    assert_eq!(store.claims_in_progress("edge"), 0);
+}
+
+async fn ending_long_polls_answers_a_waiting_claim_and_the_next_without_waiting(flavor: Flavor) {
+    let db = TestDb::new(flavor).await;
+    let store = db.store(StoreOptions::default()).await;
+    let waiter = tokio::spawn({
+        let store = store.clone();
+        async move { store.claim_jobs("edge", 1, Duration::from_secs(120)).await.unwrap() }
+    });
+    until("the claim is waiting", async || store.claims_in_progress("edge") == 1).await;
+    store.end_long_polls();
+    let jobs = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("ending long-polls answered the waiting claim")
+        .unwrap();
+    assert!(jobs.is_empty());
+    // Later claims still hand out work, and answer without waiting when there is none.
+    let job = store.enqueue_job("operator", read_job("edge", "uid-1", 1)).await.unwrap();
+    let claimed = store.claim_jobs("edge", 1, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(), vec![job.job_id.as_str()]);
+    let none = tokio::time::timeout(Duration::from_secs(30), store.claim_jobs("edge", 1, Duration::from_secs(120)))
+        .await
+        .expect("a claim after the end answers at once");
+    assert!(none.unwrap().is_empty());
 }
 
 async fn agent_keys_are_public_and_expire_after_a_rotation(flavor: Flavor) {
@@ -315,5 +356,6 @@ on_both_databases!(
     results_are_encrypted_and_deleted_after_the_hand_off,
     refusals_change_nothing,
     a_waiting_claim_wakes_when_a_job_is_queued,
+    ending_long_polls_answers_a_waiting_claim_and_the_next_without_waiting,
     agent_keys_are_public_and_expire_after_a_rotation,
 );

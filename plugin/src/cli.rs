@@ -39,7 +39,17 @@ pub enum Command {
     #[command(after_help = "Example:
   kubectl sb deny srr/db-x7k2p --reason \"no ticket for this\"")]
     Deny(DecideArgs),
-    /// Open a delivered read once: prints the values, then deletes the delivery and your key.
+    /// Confirm a request someone else submitted in your name (e.g. a SecretPatch ArgoCD synced
+    /// from git); until you do, no approval counts.
+    #[command(after_help = "Example:
+  kubectl sb confirm sp/rotate-db -n team-a
+
+A request whose spec.requester is you but which another user created (the annotation
+secrets-bridge.io/submitted-by names them) stays Pending with reason
+AwaitingRequesterConfirmation until you confirm it. Only you can: the admission policy
+accepts the entry from the requester alone.")]
+    Confirm(ConfirmArgs),
+    /// Open a delivered read once: prints the values, then ends the delivery and deletes your key.
     #[command(after_help = "Examples:
   kubectl sb reveal db-x7k2p                    # KEY='value' lines
   kubectl sb reveal db-x7k2p -o json --to creds.json   # written 0600, nothing printed")]
@@ -118,6 +128,12 @@ pub struct DecideArgs {
     /// Why you decide so; recorded with your decision.
     #[arg(long)]
     pub reason: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfirmArgs {
+    /// The request: <kind>/<name> with kind srr, secretreadrequest, sp or secretpatch.
+    pub object: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

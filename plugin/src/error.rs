@@ -101,6 +101,11 @@ impl PluginError {
                         Self::NotFound { what: what.to_owned(), namespace: namespace.to_owned() }
                     }
                     (403, _) | (_, "Forbidden") => match admission_message(&message) {
+                        // Requesters may patch status (to confirm and end their own requests),
+                        // so a missing `approve` verb is the policy's sentence, not RBAC's.
+                        Some(reason) if reason.contains("lacks the RBAC verb approve") => Self::Refused(format!(
+                            "{reason} (ask your cluster admin to bind you to the secrets-bridge-approver role)"
+                        )),
                         Some(reason) => Self::Refused(reason),
                         None => Self::Forbidden(with_role_hint(strip_object_prefix(&message))),
                     },

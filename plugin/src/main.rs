@@ -45,6 +45,7 @@ async fn run(cli: Cli) -> Result<(), PluginError> {
         Command::Read(args) => commands::read::run(&ctx, args).await,
         Command::Approve(args) => commands::approve::run(&ctx, args, sb_core::crd::Decision::Approve).await,
         Command::Deny(args) => commands::approve::run(&ctx, args, sb_core::crd::Decision::Deny).await,
+        Command::Confirm(args) => commands::confirm::run(&ctx, args).await,
         Command::Reveal(args) => commands::reveal::run(&ctx, args).await,
         Command::Patch(args) => commands::patch::run(&ctx, args).await,
         Command::Status(args) => commands::status::run(&ctx, args).await,

@@ -100,7 +100,7 @@ async fn mistakes_are_explained_in_sentences() {
         .await
         .expect_ok("alice reads");
     let err = env.sb("carol", &["approve", "srr/hers", "--reason", "x", "-n", NS], None).await.expect_err("carol");
-    assert!(err.contains("cannot patch resource \"secretreadrequests/status\""), "{err}");
+    assert!(err.contains("lacks the RBAC verb approve on secretreadrequests"), "{err}");
     assert!(err.contains("bind you to the secrets-bridge-approver role"), "{err}");
     // A failed creation leaves no key behind.
     let leftovers: Vec<_> = std::fs::read_dir(env.keys_dir("bob")).map(|d| d.count()).into_iter().collect();
@@ -112,15 +112,13 @@ async fn read_wait_follows_the_request_to_delivery_or_denial() {
     let env = Env::start().await;
     let args =
         ["read", "edge/vault:team-a/db", "--reason", "r", "--name", "waited", "--wait", "--timeout", "30s", "-n", NS];
-    let wait = env.sb("alice", &args, None);
-    let operator = async {
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        env.sb("bob", &["approve", "srr/waited", "--reason", "ok", "-n", NS], None).await.expect_ok("approve");
-        let value = env.canary();
-        env.deliver("waited", &[("password", &value)]).await;
-    };
-    let (run, ()) = tokio::join!(wait, operator);
-    let run = run.expect_ok("read --wait");
+    // Decided only once the plugin has created the request and shows it waiting.
+    let mut wait = env.follow("alice", &args);
+    wait.until_line("waited: Pending: waiting for approvals").await;
+    env.sb("bob", &["approve", "srr/waited", "--reason", "ok", "-n", NS], None).await.expect_ok("approve");
+    let value = env.canary();
+    env.deliver("waited", &[("password", &value)]).await;
+    let run = env.finished(wait).await.expect_ok("read --wait");
     assert!(
         run.stdout.contains("secretreadrequest/waited is delivered: kubectl sb reveal waited -n team-a"),
         "{}",
@@ -130,15 +128,11 @@ async fn read_wait_follows_the_request_to_delivery_or_denial() {
 
     let args =
         ["read", "edge/vault:team-a/db", "--reason", "r", "--name", "refused", "--wait", "--timeout", "30s", "-n", NS];
-    let wait = env.sb("alice", &args, None);
-    let operator = async {
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        env.sb("bob", &["deny", "srr/refused", "--reason", "no ticket", "-n", NS], None).await.expect_ok("deny");
-        env.set_read_status("refused", serde_json::json!({"phase": "Denied", "message": "denied by bob: no ticket"}))
-            .await;
-    };
-    let (run, ()) = tokio::join!(wait, operator);
-    let err = run.expect_err("read --wait on a denied request");
+    let mut wait = env.follow("alice", &args);
+    wait.until_line("refused: Pending: waiting for approvals").await;
+    env.sb("bob", &["deny", "srr/refused", "--reason", "no ticket", "-n", NS], None).await.expect_ok("deny");
+    env.set_read_status("refused", serde_json::json!({"phase": "Denied", "message": "denied by bob: no ticket"})).await;
+    let err = env.finished(wait).await.expect_err("read --wait on a denied request");
     assert!(err.contains("error: request refused is Denied: denied by bob: no ticket"), "{err}");
     env.assert_no_canary_stored().await;
 }

@@ -1,11 +1,9 @@
-//! `kubectl sb reveal`: the test plays the operator (seals to the request's key, writes the
-//! delivery Secret, sets Delivered); the plugin prints exactly the values and reveals once.
+//! `kubectl sb reveal`: the test plays the operator (seals to the request's key, puts the
+//! envelopes in `status.delivery`, sets Delivered); the plugin prints exactly the values,
+//! records `Revealed` and deletes the key (reveal once).
 
 mod support;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-use std::time::Duration;
 use support::{Env, NS, mode};
 
 async fn requested(env: &Env, name: &str, keys: &[&str]) {
@@ -35,8 +33,12 @@ async fn reveal_prints_exactly_the_values_then_deletes_delivery_and_key() {
     assert_eq!(shown, serde_json::json!({"password": password, "username": username}));
     assert!(run.stderr.contains("deleted"), "{}", run.stderr);
 
-    let secrets: Api<Secret> = Api::namespaced(env.client("admin").await, NS);
-    assert!(secrets.get_opt("db-delivery").await.unwrap().is_none(), "the delivery is deleted");
+    let actions = env.read_request("db").await.status.unwrap().requester_actions;
+    assert_eq!(
+        actions.iter().map(|a| (format!("{:?}", a.action), a.user.as_str())).collect::<Vec<_>>(),
+        vec![("Revealed".to_owned(), "alice")],
+        "the reveal is recorded for the operator to end the delivery"
+    );
     assert!(!key_file.exists(), "the private key is deleted");
 
     let err = env.sb("alice", &["reveal", "db", "-n", NS], None).await.expect_err("second reveal");
@@ -56,13 +58,11 @@ async fn reveal_waits_for_the_delivery_and_writes_a_private_file() {
     requested(&env, "api", &["token"]).await;
     let out = env.home("alice").join("token.txt");
     let args = ["reveal", "api", "-o", "raw", "--to", out.to_str().unwrap(), "--timeout", "30s", "-n", NS];
-    let reveal = env.sb("alice", &args, None);
-    let deliver = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        env.deliver("api", &[("token", &value)]).await;
-    };
-    let (run, ()) = tokio::join!(reveal, deliver);
-    let run = run.expect_ok("reveal after waiting");
+    // Delivered only once the reveal shows it is waiting for the delivery.
+    let mut reveal = env.follow("alice", &args);
+    reveal.until_line("api: Pending").await;
+    env.deliver("api", &[("token", &value)]).await;
+    let run = env.finished(reveal).await.expect_ok("reveal after waiting");
     assert!(run.stdout.is_empty(), "values go to the file only: {}", run.stdout);
     assert!(run.stderr.contains("waiting for approvals") || run.stderr.contains("Pending"), "{}", run.stderr);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), value);

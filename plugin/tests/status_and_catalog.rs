@@ -5,7 +5,6 @@ mod support;
 use kube::Api;
 use sb_core::crd::DiscoveryJob;
 use serde_json::json;
-use std::time::Duration;
 use support::{Env, NS, OPERATOR};
 
 #[tokio::test]
@@ -43,18 +42,16 @@ async fn status_w_follows_a_request_until_it_is_delivered() {
     env.sb("alice", &["read", "edge/vault:team-a/db", "--reason", "r", "--name", "db", "-n", NS], None)
         .await
         .expect_ok("read");
-    let follow = env.sb("alice", &["status", "-w", "srr/db", "--timeout", "60s", "-n", NS], None);
-    let operator = async {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        env.sb("bob", &["approve", "srr/db", "--reason", "ok", "-n", NS], None).await.expect_ok("approve");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        env.set_read_status("db", json!({"phase": "Running"})).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let value = env.canary();
-        env.deliver("db", &[("password", &value)]).await;
-    };
-    let (run, ()) = tokio::join!(follow, operator);
-    let run = run.expect_ok("status -w");
+    // Each change is made once the watch has shown the one before, so it sees every step.
+    let mut follow = env.follow("alice", &["status", "-w", "srr/db", "--timeout", "60s", "-n", NS]);
+    follow.until_line("Pending: waiting for approvals").await;
+    env.sb("bob", &["approve", "srr/db", "--reason", "ok", "-n", NS], None).await.expect_ok("approve");
+    follow.until_line("+bob").await;
+    env.set_read_status("db", json!({"phase": "Running"})).await;
+    follow.until_line("Running: agent edge is reading the secret").await;
+    let value = env.canary();
+    env.deliver("db", &[("password", &value)]).await;
+    let run = env.finished(follow).await.expect_ok("status -w");
     for expected in ["Pending: waiting for approvals", "+bob", "Running: agent edge is reading the secret", "Delivered"]
     {
         assert!(run.stdout.contains(expected), "{expected:?} missing from:\n{}", run.stdout);

@@ -83,6 +83,43 @@ pub struct Approval {
     pub time: Time,
 }
 
+/// Annotation that names the user who created a request on someone else's behalf (a GitOps
+/// service account holding `submit-for-others`). The admission policy requires it, equal to
+/// the authenticated creator, whenever `spec.requester` is not the creator, and keeps it
+/// unchanged afterwards; the operator then waits for the named requester to confirm.
+pub const SUBMITTED_BY_ANNOTATION: &str = "secrets-bridge.io/submitted-by";
+
+/// Something only the requester may record on their own request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RequesterAction {
+    /// The requester confirms a request submitted in their name by someone else
+    /// (`kubectl sb confirm`); until then no approval counts.
+    Confirm,
+    /// The requester has opened the sealed delivery; the operator removes it
+    /// (`kubectl sb reveal`, reveal-once).
+    Revealed,
+}
+
+/// One requester action, appended to `status.requesterActions` through the status
+/// subresource. The admission policy shipped with the chart binds `user` to the
+/// authenticated user and accepts it only from `spec.requester`, each action once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequesterAck {
+    /// Confirm or Revealed.
+    pub action: RequesterAction,
+    /// The requester; must equal the user making the status update.
+    #[schemars(length(min = 1, max = 253), regex(pattern = USER_NAME_PATTERN))]
+    pub user: String,
+    /// When it was recorded.
+    pub time: Time,
+}
+
+/// Whether `acks` holds `action` recorded by `requester` itself.
+pub fn requester_did(acks: &[RequesterAck], requester: &str, action: RequesterAction) -> bool {
+    acks.iter().any(|a| a.action == action && a.user == requester)
+}
+
 /// Kinds of secret store an agent can serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ProviderType {

@@ -1,6 +1,6 @@
 //! `SecretPatch`: a developer (or ArgoCD from git) asks to change keys of one secret.
 
-use super::common::{Approval, TargetRef, USER_NAME_PATTERN};
+use super::common::{Approval, RequesterAck, TargetRef, USER_NAME_PATTERN};
 use crate::seal::Envelope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -139,6 +139,11 @@ pub struct SecretPatchStatus {
     /// Approvals received over approvals required, e.g. `1/2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_summary: Option<String>,
+    /// What the requester recorded: `Confirm`, for a patch submitted on their behalf (e.g.
+    /// synced from git by ArgoCD), appended through the status subresource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub requester_actions: Vec<RequesterAck>,
     /// The job id in the operator's queue, once queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,

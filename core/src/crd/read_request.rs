@@ -1,17 +1,20 @@
 //! `SecretReadRequest`: a developer asks to read keys of one secret.
 
-use super::common::{Approval, TargetRef, USER_NAME_PATTERN};
+use super::common::{Approval, RequesterAck, TargetRef, USER_NAME_PATTERN};
+use crate::seal::Envelope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// An X25519 public key, standard base64 with padding (32 bytes → 44 characters).
 pub const X25519_PUBLIC_KEY_PATTERN: &str = r"^[A-Za-z0-9+/]{43}=$";
 
 /// A request to read keys of one secret. The value is sealed by the agent to the
-/// requester's ephemeral public key (`spec.recipient`) and relayed as ciphertext in a
-/// delivery Secret that the plugin opens and deletes (reveal-once).
+/// requester's ephemeral public key (`spec.recipient`) and relayed as ciphertext in the
+/// request's own `status.delivery`, which only the operator writes; the plugin opens it and
+/// the requester ends it by recording `Revealed` (reveal-once).
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "secrets-bridge.io",
@@ -56,7 +59,7 @@ pub struct SecretReadRequestSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliverySpec {
-    /// RevealOnce (default): the plugin deletes the delivery on reveal. UntilExpiry: the
+    /// RevealOnce (default): the delivery is removed once the requester reveals it. UntilExpiry: the
     /// delivery stays until it expires so the requester may open it more than once.
     #[serde(default)]
     pub mode: DeliveryMode,
@@ -98,9 +101,9 @@ pub enum ReadPhase {
     Queued,
     /// The agent has claimed the job.
     Running,
-    /// The sealed result is in the delivery Secret.
+    /// The sealed result is in `status.delivery`.
     Delivered,
-    /// The requester opened and deleted the delivery.
+    /// The requester opened the delivery; it has been removed.
     Revealed,
     /// The delivery expired before it was revealed, or approvals did not arrive in time.
     Expired,
@@ -135,16 +138,24 @@ pub struct SecretReadRequestStatus {
     /// The job id in the operator's queue, once queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// Name of the Secret (in this namespace) holding the sealed delivery.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery_secret: Option<String>,
+    /// The sealed delivery: per key, the agent's envelope sealed to `spec.recipient`. Only
+    /// the operator writes it; only the holder of the requester's ephemeral private key can
+    /// open it. Removed once revealed (reveal-once) or expired.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub delivery: BTreeMap<String, Envelope>,
+    /// What the requester recorded: `Confirm` (a request submitted on their behalf) and
+    /// `Revealed` (the delivery was opened), appended through the status subresource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub requester_actions: Vec<RequesterAck>,
     /// When the sealed result was delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<Time>,
     /// When the delivery will be (or was) deleted unrevealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
-    /// When the requester revealed the value (deleted the delivery).
+    /// When the operator saw the requester's `Revealed` and removed the delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revealed_at: Option<Time>,
     /// A human-readable summary of the current state.

@@ -42,9 +42,12 @@ pub fn secretpatch_yaml() -> anyhow::Result<String> {
         r#"# A patch as it is committed to git: the new password is sealed to the agent's published key
 # (AgentRegistration edge, status.sealingPublicKey) and bound to this namespace/name, target and
 # key, so the manifest is safe in a repository and useless under another name. ArgoCD (see
-# argocd-application.yaml) or `kubectl apply -f` creates it as the requester; an approver runs
-# `kubectl approve sp/rotate-db-password -n team-a`; the agent merges the value into team-a/db,
-# keeping the other keys. Write your own with:
+# argocd-application.yaml) creates it in alice's name and says so in the annotation below (the
+# admission policy requires it, naming the creator); alice confirms it is hers with
+# `kubectl sb confirm sp/rotate-db-password -n team-a`, an approver runs
+# `kubectl approve sp/rotate-db-password -n team-a`, and the agent merges the value into
+# team-a/db, keeping the other keys. Applied by alice herself, drop the annotation (nothing to
+# confirm then). Write your own with:
 #   kubectl sb patch edge/vault:team-a/db password=@new-password.txt --name rotate-db-password \
 #     -n team-a --reason "..." --dry-run -o yaml > rotate-db-password.yaml
 # This file's value is sealed to the *demo* agent's key — the published DEMO identity
@@ -60,6 +63,8 @@ kind: SecretPatch
 metadata:
   name: rotate-db-password
   namespace: team-a
+  annotations:
+    secrets-bridge.io/submitted-by: system:serviceaccount:argocd:argocd-application-controller
 spec:
   target:
     agent: edge

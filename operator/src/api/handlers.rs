@@ -60,7 +60,10 @@ pub(super) async fn claim(
         return Err(ApiError::invalid_field(format!("waitSeconds must be between 0 and {MAX_CLAIM_WAIT_SECONDS}")));
     }
     let wait = Duration::from_secs(u64::from(request.wait_seconds)).min(state.config.max_claim_wait);
-    let jobs = state.store.claim_jobs(&agent, request.max_jobs, wait).await?;
+    let waiting = state.metrics.claim_waiting();
+    let jobs = state.store.claim_jobs(&agent, request.max_jobs, wait).await;
+    drop(waiting);
+    let jobs = jobs?;
     state.metrics.jobs_claimed.inc_by(jobs.len() as u64);
     Ok(Json(ClaimResponse { jobs }))
 }

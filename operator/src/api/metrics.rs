@@ -10,6 +10,7 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ pub struct Metrics {
     pub jobs_claimed: Counter,
     /// Completions by outcome (`Succeeded`, `Failed`, `duplicate`).
     pub jobs_completed: Family<OutcomeLabels, Counter>,
+    /// Long-poll claims waiting for a job right now.
+    pub claims_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -45,15 +48,36 @@ impl Default for Metrics {
         let auth_failures = Counter::default();
         let jobs_claimed = Counter::default();
         let jobs_completed = Family::<OutcomeLabels, Counter>::default();
+        let claims_waiting = Gauge::default();
         registry.register("agent_api_requests", "Agent API requests by route and status", requests.clone());
         registry.register("agent_api_auth_failures", "Agent API requests with a bad credential", auth_failures.clone());
         registry.register("jobs_claimed", "Jobs handed to agents under a lease", jobs_claimed.clone());
         registry.register("jobs_completed", "Job completions by outcome", jobs_completed.clone());
-        Self { registry, requests, auth_failures, jobs_claimed, jobs_completed }
+        registry.register(
+            "agent_api_claims_waiting",
+            "Long-poll claims waiting for a job right now",
+            claims_waiting.clone(),
+        );
+        Self { registry, requests, auth_failures, jobs_claimed, jobs_completed, claims_waiting }
+    }
+}
+
+/// Counts one claim in [`Metrics::claims_waiting`] until dropped, however the claim ends.
+pub(crate) struct WaitingClaim(Gauge);
+
+impl Drop for WaitingClaim {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
 impl Metrics {
+    /// Marks a claim as waiting until the returned guard is dropped.
+    pub(crate) fn claim_waiting(&self) -> WaitingClaim {
+        self.claims_waiting.inc();
+        WaitingClaim(self.claims_waiting.clone())
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

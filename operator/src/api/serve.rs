@@ -1,10 +1,15 @@
 //! Running the agent API over TLS next to the plain-HTTP metrics/health listener.
 
 use super::{ApiConfig, ApiState, ops_router, router};
+use crate::shutdown::{drain_within, stopped};
 use crate::store::Store;
 use crate::tls::ServingTls;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// On shutdown, how long open connections get to finish before they are cut.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]
@@ -42,11 +47,17 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let ops_server = axum::serve(ops_listener, ops).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let api_server = crate::tls::serve_tls(api_listener, config, router(state), stopped(stop_rx));
-    let (api, ops) = tokio::join!(api_server, async { ops_server.await });
-    api.and(ops)
+    let ops_server = drain_within("the metrics server", ops_server.into_future(), stopped(stop_rx.clone()), DRAIN);
+    let long_polls = state.store.clone();
+    let api_stop = {
+        let stop = stopped(stop_rx);
+        async move {
+            stop.await;
+            long_polls.end_long_polls();
+        }
+    };
+    let api_server = crate::tls::serve_tls(api_listener, config, router(state), api_stop, DRAIN);
+    let (api, ops) = tokio::join!(api_server, ops_server);
+    api.and(ops.unwrap_or(Ok(())))
 }

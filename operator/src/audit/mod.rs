@@ -1,23 +1,58 @@
-//! The audit trail: append-only (database triggers reject UPDATE and DELETE) and
-//! hash-chained, so an edited, removed or reordered row is found by [`verify`].
+//! The audit trail: append-only (database triggers reject UPDATE and DELETE), chained so
+//! that an edited, removed or reordered row is found by [`verify`], keyed so that whoever
+//! owns the database cannot recompute the chain, and checkpointed outside the database (see
+//! [`checkpoint`]) so that a removed tail is found too.
 //!
-//! # Chain format (version 1)
+//! # Chain format, version 2 (every event from [`AuditChain::v2_from`] on)
 //!
-//! Each row `n` stores `hash_n = SHA-256(prev_hash ‖ canonical(event_n))`, where `prev_hash`
-//! is the 32 raw bytes of `hash_{n-1}` (32 zero bytes for the first row, `seq = 1`), and the
-//! canonical event is the concatenation, in this order, of ten fields each written as an
-//! unsigned 64-bit big-endian byte length followed by the field's UTF-8 bytes:
+//! Each row `n` stores `mac_n = HMAC-SHA256(K, prev ‖ canonical_v2(event_n))` in its `hash`
+//! column, where
 //!
-//! `"sb-audit-v1"`, `seq` (decimal), `at` (RFC 3339, UTC, milliseconds, `Z`), `actor`,
-//! `action`, `object_kind`, `object_namespace`, `object_name`, `object_uid`, `outcome`,
-//! `reason`.
+//! - `K` is the chain key: 32 random bytes generated on the first start of an operator with
+//!   chain v2, stored in the `audit_key` table only wrapped by the configured key manager
+//!   (local key file, OpenBao/Vault transit or AWS KMS) under the context
+//!   [`AUDIT_KEY_CONTEXT`], and unwrapped into memory at start-up (never logged);
+//! - `prev` is the 32 raw bytes of the previous row's `hash` (the v1 hash or v2 MAC of row
+//!   `n-1`; 32 zero bytes before `seq = 1`);
+//! - `canonical_v2` is the concatenation, in this order, of eleven fields, each written as an
+//!   unsigned 64-bit big-endian byte length followed by the field's UTF-8 bytes:
+//!   `"sb-audit-v2"`, `seq` (decimal), `at` (RFC 3339, UTC, milliseconds, `Z`), `actor`,
+//!   `action`, `object_kind`, `object_namespace`, `object_name`, `object_uid`, `outcome`,
+//!   `reason`.
+//!
+//! Without `K` nobody can compute a MAC, so a database owner who edits a row and recomputes
+//! the rest of the chain (with SHA-256 as in v1, or any other way) is caught at the first row
+//! they touched.
+//!
+//! # Chain format, version 1 (events before the switch-over)
+//!
+//! Each row `n` stores `hash_n = SHA-256(prev ‖ canonical_v1(event_n))`, with `prev` as above
+//! and `canonical_v1` the same eleven fields with `"sb-audit-v1"` as the first. Anyone can
+//! recompute a v1 chain, so on its own it shows only accidental or careless edits.
+//!
+//! # Switch-over from v1
+//!
+//! The `audit_key` row records `v2_from_seq` (the first MACed event: 1 on a fresh store, the
+//! event after the v1 head on a store that had v1 events) and `v1_head` (the hash of event
+//! `v2_from_seq - 1`, the genesis hash when there is none), sealed by
+//! `anchor_mac = HMAC-SHA256(K, fields("sb-audit-v2-anchor", v2_from_seq, v1_head))` (the same
+//! length-prefixed encoding; `v1_head` as lowercase hex). [`verify`] checks v1 rows as before
+//! up to `v2_from_seq - 1`, then requires that the v1 part ends in the sealed `v1_head` (so v1
+//! history cannot be rewritten behind the switch-over either), then checks MACs. The record
+//! is write-once (triggers), and moving the switch-over, which would turn MACed rows into
+//! recomputable v1 rows, breaks `anchor_mac`.
 //!
 //! Length prefixes make the encoding injective (no two events share bytes), and `seq` inside
-//! the hash makes a removed or reordered row break the chain. Hashes are stored as lowercase
-//! hex. Events never hold a secret value: only who did what to which object, and how it went.
+//! the MAC makes a removed or reordered row break the chain. Hashes and MACs are stored as
+//! lowercase hex. Events never hold a secret value: only who did what to which object, and
+//! how it went.
 
+pub mod checkpoint;
+mod key;
 mod verify;
 
+pub use checkpoint::{CHECKPOINT_CONFIGMAP, Checkpoint, CheckpointError};
+pub use key::{AUDIT_KEY_CONTEXT, AuditChain, ChainKeyError};
 pub use verify::{ChainBreak, VerifyError, VerifyReport, verify};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -96,11 +131,30 @@ pub fn format_time(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Which chain format a row is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainVersion {
+    /// `SHA-256(prev ‖ canonical_v1)`: rows before the switch-over.
+    V1,
+    /// `HMAC-SHA256(K, prev ‖ canonical_v2)`.
+    V2,
+}
+
+impl ChainVersion {
+    /// The first field of the canonical form.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::V1 => "sb-audit-v1",
+            Self::V2 => "sb-audit-v2",
+        }
+    }
+}
+
 /// The canonical bytes of an event at position `seq` (see the module documentation).
-pub fn canonical(seq: i64, at: &str, event: &AuditEvent) -> Vec<u8> {
+pub fn canonical(version: ChainVersion, seq: i64, at: &str, event: &AuditEvent) -> Vec<u8> {
     let seq = seq.to_string();
-    let fields: [&str; 11] = [
-        "sb-audit-v1",
+    length_prefixed(&[
+        version.tag(),
         &seq,
         at,
         &event.actor,
@@ -111,7 +165,11 @@ pub fn canonical(seq: i64, at: &str, event: &AuditEvent) -> Vec<u8> {
         &event.object.uid,
         &event.outcome,
         &event.reason,
-    ];
+    ])
+}
+
+/// Each field as a u64 big-endian byte length followed by its bytes.
+pub(crate) fn length_prefixed(fields: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(fields.iter().map(|f| f.len() + 8).sum());
     for field in fields {
         out.extend_from_slice(&(field.len() as u64).to_be_bytes());
@@ -120,7 +178,7 @@ pub fn canonical(seq: i64, at: &str, event: &AuditEvent) -> Vec<u8> {
     out
 }
 
-/// `SHA-256(prev_hash ‖ canonical)`.
+/// `SHA-256(prev_hash ‖ canonical)`: the v1 link, which anyone can compute.
 pub fn chain_hash(prev_hash: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash);
@@ -129,8 +187,12 @@ pub fn chain_hash(prev_hash: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
 }
 
 /// Appends `event` inside the caller's transaction, so the state change it records and the
-/// audit row commit together or not at all.
-pub async fn append(conn: &mut AnyConnection, event: &AuditEvent) -> Result<AuditRecord, sqlx::Error> {
+/// audit row commit together or not at all. The row is MACed with `chain`'s key (v2).
+pub async fn append(
+    conn: &mut AnyConnection,
+    chain: &AuditChain,
+    event: &AuditEvent,
+) -> Result<AuditRecord, sqlx::Error> {
     // Taking the head row's write lock first serialises appenders on PostgreSQL; SQLite
     // write transactions are already serial (BEGIN IMMEDIATE).
     sqlx::query("UPDATE audit_head SET last_seq = last_seq WHERE id = 1").execute(&mut *conn).await?;
@@ -140,8 +202,16 @@ pub async fn append(conn: &mut AnyConnection, event: &AuditEvent) -> Result<Audi
     let prev = decode_hash(&last_hash)
         .ok_or_else(|| sqlx::Error::Protocol("audit head hash is not 32 bytes of hex".into()))?;
     let seq = last_seq + 1;
+    if seq < chain.v2_from() {
+        // The head was moved back behind the switch-over: appending would write a row that
+        // verification reads as v1.
+        return Err(sqlx::Error::Protocol(format!(
+            "audit head seq {last_seq} is behind the chain's switch-over to v2 at seq {}",
+            chain.v2_from()
+        )));
+    }
     let at = format_time(&event.at);
-    let hash = hex::encode(chain_hash(&prev, &canonical(seq, &at, event)));
+    let hash = hex::encode(chain.link(seq, &prev, &at, event));
     sqlx::query(
         "INSERT INTO audit_events (seq, at, actor, action, object_kind, object_namespace, object_name, object_uid, outcome, reason, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -165,6 +235,7 @@ pub async fn append(conn: &mut AnyConnection, event: &AuditEvent) -> Result<Audi
         .bind(&hash)
         .execute(&mut *conn)
         .await?;
+    chain.appended();
     let mut stored = event.clone();
     stored.at = parse_time(&at).unwrap_or(event.at);
     Ok(AuditRecord { seq, event: stored, prev_hash: last_hash, hash })
@@ -224,17 +295,21 @@ mod tests {
     #[test]
     fn canonical_form_is_injective_across_field_boundaries() {
         // Without length prefixes "ab"+"c" and "a"+"bc" would hash the same.
-        let a = canonical(1, "t", &event("ab", "c"));
-        let b = canonical(1, "t", &event("a", "bc"));
-        assert_ne!(a, b);
+        for version in [ChainVersion::V1, ChainVersion::V2] {
+            let a = canonical(version, 1, "t", &event("ab", "c"));
+            let b = canonical(version, 1, "t", &event("a", "bc"));
+            assert_ne!(a, b);
+        }
+        let e = event("agent:edge", "");
+        assert_ne!(canonical(ChainVersion::V1, 1, "t", &e), canonical(ChainVersion::V2, 1, "t", &e));
     }
 
     #[test]
     fn the_hash_depends_on_the_previous_link_and_position() {
         let e = event("agent:edge", "");
-        let first = chain_hash(&GENESIS_HASH, &canonical(1, "t", &e));
-        let moved = chain_hash(&GENESIS_HASH, &canonical(2, "t", &e));
-        let relinked = chain_hash(&first, &canonical(1, "t", &e));
+        let first = chain_hash(&GENESIS_HASH, &canonical(ChainVersion::V1, 1, "t", &e));
+        let moved = chain_hash(&GENESIS_HASH, &canonical(ChainVersion::V1, 2, "t", &e));
+        let relinked = chain_hash(&first, &canonical(ChainVersion::V1, 1, "t", &e));
         assert_ne!(first, moved);
         assert_ne!(first, relinked);
     }

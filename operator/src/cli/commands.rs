@@ -1,10 +1,11 @@
 //! The async bodies of the subcommands.
 
-use super::{AgentCommand, DatabaseArgs, ServeArgs};
+use super::{AgentCommand, AuditVerifyArgs, ServeArgs};
 use crate::api::{ApiConfig, ServeOptions};
 use crate::store::{Store, StoreOptions, open_pool};
 use crate::tls::{ServingTls, install_crypto_provider};
 use anyhow::Context;
+use std::process::ExitCode;
 use std::time::Duration;
 
 fn init_json_logs() {
@@ -37,11 +38,62 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::api::serve(store, options, shutdown).await.context("serving")
 }
 
-pub(super) async fn audit_verify(database: DatabaseArgs) -> anyhow::Result<()> {
-    let (pool, _) = open_pool(&database.database_url, 2).await.context("opening the database")?;
-    let report = crate::audit::verify(&pool).await?;
-    println!("audit chain intact: {} events, head {}", report.events, report.head);
-    Ok(())
+pub(super) async fn audit_verify(args: AuditVerifyArgs) -> anyhow::Result<ExitCode> {
+    use crate::audit::{CHECKPOINT_CONFIGMAP, Checkpoint, VerifyError};
+    install_crypto_provider();
+    let checkpoint = if let Some(path) = &args.checkpoint_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Some(Checkpoint::parse(&text).with_context(|| path.display().to_string())?)
+    } else if args.checkpoint_from_cluster {
+        let client =
+            kube::Client::try_default().await.context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
+        let found = Checkpoint::read_configmap(&client, &args.namespace)
+            .await
+            .with_context(|| format!("reading ConfigMap {}/{CHECKPOINT_CONFIGMAP}", args.namespace))?;
+        Some(found.with_context(|| {
+            format!(
+                "ConfigMap {}/{CHECKPOINT_CONFIGMAP} does not exist (the operator writes it after its first audit event); \
+                 without it a removed tail cannot be detected",
+                args.namespace
+            )
+        })?)
+    } else {
+        None
+    };
+    let url = &args.database.database_url;
+    if crate::store::database_url(url).1 == crate::store::Backend::Sqlite
+        && !url.starts_with("sqlite:")
+        && !std::path::Path::new(url).exists()
+    {
+        // `open_pool` would create an empty file, which has no chain to verify.
+        anyhow::bail!("{url} does not exist: give the store's SQLite file or a postgres:// URL");
+    }
+    let keys = args.kms.config(std::path::Path::new(super::DEFAULT_KEY_FILE)).open().await.context("key manager")?;
+    let (pool, _) = open_pool(url, 2).await.context("opening the database")?;
+    match crate::audit::verify(&pool, keys.as_ref(), checkpoint.as_ref()).await {
+        Ok(report) => {
+            println!(
+                "audit chain intact: {} events, head seq {} MAC {} (chain v2 from seq {})",
+                report.events, report.last_seq, report.head, report.v2_from
+            );
+            match &report.checkpoint {
+                Some(c) => println!(
+                    "checkpoint of {} (seq {}) matches: no event up to it was removed or replaced",
+                    c.time, c.seq
+                ),
+                None => eprintln!(
+                    "warning: no checkpoint given (--checkpoint-file or --checkpoint-from-cluster): events removed \
+                     from the end of the chain, with the head record fixed up, cannot be detected"
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(VerifyError::Broken(broken)) => {
+            eprintln!("audit chain broken: {broken}");
+            Ok(ExitCode::from(broken.exit_code()))
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 pub(super) async fn agent(command: AgentCommand) -> anyhow::Result<()> {

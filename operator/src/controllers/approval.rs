@@ -18,6 +18,8 @@ pub struct ApprovalSubject<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub requester: &'a str,
+    /// Who submitted it for the requester, if someone else; never counts as an approver.
+    pub submitter: Option<&'a str>,
     pub approvals: &'a [Approval],
 }
 
@@ -66,7 +68,10 @@ pub async fn count(ctx: &Context, subject: &ApprovalSubject<'_>, required: u32) 
         first.entry(entry.approver.as_str()).or_insert(entry.groups.as_slice());
     }
     for (user, groups) in first {
-        if user != subject.requester && may_approve(ctx, subject, user, groups).await? {
+        if user != subject.requester
+            && Some(user) != subject.submitter
+            && may_approve(ctx, subject, user, groups).await?
+        {
             authorized.insert(user.to_owned());
         }
     }

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Instant;
@@ -24,6 +25,17 @@ pub struct ControllerMetrics {
     registry: Registry,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub failures: Family<FailureLabels, Counter>,
+    /// 1 while the shipped admission policies are installed, denying and unchanged; 0 while
+    /// approvals are withheld for lack of them.
+    pub admission_policies_in_force: Gauge,
+    /// Reconciles that counted no approval, by reason (`ApprovalPolicyMissing`,
+    /// `AwaitingRequesterConfirmation`).
+    pub approvals_withheld: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
 }
 
 impl Default for ControllerMetrics {
@@ -35,7 +47,19 @@ impl Default for ControllerMetrics {
         let failures = Family::<FailureLabels, Counter>::default();
         registry.register("reconcile_duration_seconds", "Reconcile duration by controller", reconcile_duration.clone());
         registry.register("reconcile_failures", "Failed reconciles by controller and error kind", failures.clone());
-        Self { registry, reconcile_duration, failures }
+        let admission_policies_in_force = Gauge::default();
+        registry.register(
+            "admission_policies_in_force",
+            "1 while the admission policies approvals depend on are installed, denying and unchanged",
+            admission_policies_in_force.clone(),
+        );
+        let approvals_withheld = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "approvals_withheld",
+            "Reconciles of a pending request that counted no approval, by reason",
+            approvals_withheld.clone(),
+        );
+        Self { registry, reconcile_duration, failures, admission_policies_in_force, approvals_withheld }
     }
 }
 
@@ -49,6 +73,11 @@ impl ControllerMetrics {
     pub fn failed(&self, controller: &str, error: &super::Error) {
         let labels = FailureLabels { controller: controller.into(), error: error.metric_label().into() };
         self.failures.get_or_create(&labels).inc();
+    }
+
+    /// Counts a reconcile that counted no approval for `reason`.
+    pub fn withheld(&self, reason: &str) {
+        self.approvals_withheld.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     /// The OpenMetrics text exposition.

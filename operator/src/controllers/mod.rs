@@ -4,11 +4,11 @@
 //! manager per controller, status included; every transition is audited first and does not
 //! happen when the audit append fails (fail closed).
 
+pub mod admission_guard;
 pub mod agent_registration;
 pub mod approval;
 pub mod catalog;
 pub mod conditions;
-pub mod delivery;
 pub mod discovery;
 mod error;
 pub mod metrics;
@@ -36,6 +36,13 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// The actor name under which the operator's own transitions are audited.
 pub const OPERATOR_ACTOR: &str = "operator";
 
+/// The `secrets-bridge.io/submitted-by` annotation of a request: who created it for
+/// `spec.requester`. The requester-binding admission policy requires it whenever the creator
+/// is not the requester and keeps it unchanged.
+pub fn submitter<K: Resource>(obj: &K) -> Option<&str> {
+    obj.meta().annotations.as_ref()?.get(sb_core::crd::SUBMITTED_BY_ANNOTATION).map(String::as_str)
+}
+
 /// What the controllers need to know about the installation.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
@@ -61,13 +68,21 @@ pub struct Context {
     pub metrics: Arc<ControllerMetrics>,
     pub store: Store,
     pub config: ControllerConfig,
+    /// The admission policies approvals depend on.
+    pub admission: Arc<admission_guard::AdmissionGuard>,
 }
 
 impl Context {
-    pub fn new(client: Client, store: Store, config: ControllerConfig, metrics: Arc<ControllerMetrics>) -> Self {
+    pub fn new(
+        client: Client,
+        store: Store,
+        config: ControllerConfig,
+        metrics: Arc<ControllerMetrics>,
+        admission: Arc<admission_guard::AdmissionGuard>,
+    ) -> Self {
         let reporter = Reporter { controller: "sb-operator".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, recorder, metrics, store, config }
+        Self { client, recorder, metrics, store, config, admission }
     }
 
     /// Appends an audit event; a failure becomes [`Error::AuditUnavailable`] so the caller

@@ -9,7 +9,7 @@ use crate::audit::AuditEvent;
 use crate::store::JobState;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use sb_core::crd::{PatchPhase, SecretPatch, SecretPatchStatus};
+use sb_core::crd::{PatchPhase, RequesterAction, SecretPatch, SecretPatchStatus, requester_did};
 use sb_core::protocol::{JobOutcome, JobPayload, JobResult, PatchJob};
 use std::sync::Arc;
 use tracing::instrument;
@@ -48,6 +48,7 @@ fn api(ctx: &Context, obj: &SecretPatch) -> Api<SecretPatch> {
 fn current_status(obj: &SecretPatch) -> SecretPatchStatus {
     let mut status = obj.status.clone().unwrap_or_default();
     status.approvals.clear();
+    status.requester_actions.clear();
     clear_condition(&mut status.conditions, "AuditUnavailable");
     status.observed_generation = obj.metadata.generation;
     status
@@ -109,6 +110,11 @@ async fn gate(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
         target: &obj.spec.target,
         requester: &obj.spec.requester,
         approvals: &approvals,
+        submitter: super::submitter(obj),
+        confirmed: obj
+            .status
+            .as_ref()
+            .is_some_and(|s| requester_did(&s.requester_actions, &obj.spec.requester, RequesterAction::Confirm)),
         explain_ignored: false,
     };
     let mut decision = request_gate::run(ctx, obj, request, || payload(obj)).await?;
@@ -127,8 +133,8 @@ async fn gate(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
             transition(obj, ctx, status, PatchPhase::Failed, "ApprovalWindowExpired", message).await?;
             Ok(Action::await_change())
         }
-        GateStep::Waiting { message, requeue } => {
-            transition(obj, ctx, status, PatchPhase::Pending, "WaitingForApproval", message).await?;
+        GateStep::Waiting { reason, message, requeue } => {
+            transition(obj, ctx, status, PatchPhase::Pending, &reason, message).await?;
             Ok(Action::requeue(requeue))
         }
         GateStep::Queued { job_id, message } => {

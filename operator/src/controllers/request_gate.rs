@@ -4,7 +4,7 @@
 //! its own status.
 
 use super::approval::{self, ApprovalSubject, Gate};
-use super::conditions::{condition, set_condition};
+use super::conditions::{clear_condition, condition, set_condition};
 use super::{Context, Error, OPERATOR_ACTOR, audit_object, from_time};
 use crate::audit::AuditEvent;
 use crate::policy::target::check_target;
@@ -24,9 +24,26 @@ pub struct GatedRequest<'a> {
     pub target: &'a TargetRef,
     pub requester: &'a str,
     pub approvals: &'a [Approval],
+    /// Who created the request for `requester` (the `secrets-bridge.io/submitted-by`
+    /// annotation the admission policy vouches for), if not the requester.
+    pub submitter: Option<&'a str>,
+    /// Whether the requester has recorded `Confirm` on it.
+    pub confirmed: bool,
     /// Name the approvals that did not count in the waiting message.
     pub explain_ignored: bool,
 }
+
+impl<'a> GatedRequest<'a> {
+    /// The submitter when it is someone other than the requester.
+    fn on_behalf_of(&self) -> Option<&'a str> {
+        self.submitter.filter(|s| *s != self.requester)
+    }
+}
+
+/// Condition type set on a pending request while the admission policies are not in force.
+pub const POLICY_MISSING: &str = "ApprovalPolicyMissing";
+/// Reason of a request submitted on someone's behalf that they have not confirmed yet.
+pub const AWAITING_CONFIRMATION: &str = "AwaitingRequesterConfirmation";
 
 /// What the gate decided.
 pub enum GateStep {
@@ -36,8 +53,9 @@ pub enum GateStep {
     Denied { message: String },
     /// The approval window ended.
     Expired { message: String },
-    /// Still waiting; look again after `requeue`.
-    Waiting { message: String, requeue: Duration },
+    /// Still waiting (for approvals, the requester's confirmation or the admission policies,
+    /// as `reason` says); look again after `requeue`.
+    Waiting { reason: String, message: String, requeue: Duration },
     /// Approved and queued.
     Queued { job_id: String, message: String },
 }
@@ -47,13 +65,20 @@ pub struct GateDecision {
     pub step: GateStep,
     approved: Option<Condition>,
     summary: Option<String>,
+    /// `Some` while the admission policies are not in force.
+    policy_missing: Option<Condition>,
 }
 
 impl GateDecision {
-    /// Records the `Approved` condition and the approval summary in a status.
+    /// Records the `Approved` and `ApprovalPolicyMissing` conditions and the approval
+    /// summary in a status.
     pub fn record(&mut self, conditions: &mut Vec<Condition>, approval_summary: &mut Option<String>) {
         if let Some(c) = self.approved.take() {
             set_condition(conditions, c);
+        }
+        match self.policy_missing.take() {
+            Some(c) => set_condition(conditions, c),
+            None => clear_condition(conditions, POLICY_MISSING),
         }
         if let Some(s) = self.summary.take() {
             *approval_summary = Some(s);
@@ -77,28 +102,79 @@ where
     if let Err(rejected) = check_target(&namespace, request.target, registration.as_ref()) {
         let approved = condition("Approved", false, rejected.reason, rejected.message.clone(), generation);
         let step = GateStep::Refused { reason: rejected.reason.into(), message: rejected.message };
-        return Ok(GateDecision { step, approved: Some(approved), summary: None });
+        return Ok(GateDecision { step, approved: Some(approved), summary: None, policy_missing: None });
     }
     let required = match approval::required_for(ctx, &namespace).await? {
         Ok(n) => n,
         Err(message) => {
             let step = GateStep::Refused { reason: "InvalidApprovalPolicy".into(), message };
-            return Ok(GateDecision { step, approved: None, summary: None });
+            return Ok(GateDecision { step, approved: None, summary: None, policy_missing: None });
         }
     };
     let name = obj.name_any();
+    // Approvals (and the requester's confirmation) are only as good as the admission
+    // policies that bind them to their writers: checked live before any is counted.
+    let problems =
+        if request.approvals.is_empty() { ctx.admission.last() } else { ctx.admission.check(&ctx.client).await };
+    if !problems.is_empty() {
+        ctx.metrics.withheld(POLICY_MISSING);
+        let message = format!(
+            "no approval counts while the admission policies that bind approvals are not in force: {}",
+            problems.join("; ")
+        );
+        return Ok(GateDecision {
+            approved: Some(condition("Approved", false, POLICY_MISSING, message.clone(), generation)),
+            summary: None,
+            policy_missing: Some(condition(POLICY_MISSING, true, POLICY_MISSING, message.clone(), generation)),
+            step: GateStep::Waiting { reason: POLICY_MISSING.into(), message, requeue: ctx.config.poll_interval },
+        });
+    }
+    // Entries written while the policies were not in force never count, even now.
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    let (approvals, untrusted) = ctx.admission.trusted(&uid, request.approvals).await?;
+    let created = obj.meta().creation_timestamp.as_ref().map(from_time).unwrap_or_else(chrono::Utc::now);
+    if let Some(submitter) = request.on_behalf_of()
+        && !request.confirmed
+    {
+        ctx.metrics.withheld(AWAITING_CONFIRMATION);
+        let deadline = created + chrono::Duration::from_std(ctx.config.approval_window).unwrap_or_default();
+        let waited_out = chrono::Utc::now() >= deadline;
+        let message = if waited_out {
+            format!("{} never confirmed this request submitted for them by {submitter}", request.requester)
+        } else {
+            format!(
+                "submitted by {submitter} for {requester}: no approval counts until {requester} confirms it \
+                 (`kubectl sb confirm {kind}/{name} -n {namespace}`)",
+                requester = request.requester,
+                kind = request.resource,
+            )
+        };
+        let step = if waited_out {
+            GateStep::Expired { message: message.clone() }
+        } else {
+            let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+            GateStep::Waiting { reason: AWAITING_CONFIRMATION.into(), message: message.clone(), requeue: left }
+        };
+        return Ok(GateDecision {
+            approved: Some(condition("Approved", false, AWAITING_CONFIRMATION, message, generation)),
+            summary: None,
+            policy_missing: None,
+            step,
+        });
+    }
     let subject = ApprovalSubject {
         resource: request.resource,
         namespace: &namespace,
         name: &name,
         requester: request.requester,
-        approvals: request.approvals,
+        submitter: request.on_behalf_of(),
+        approvals: &approvals,
     };
     let tally = approval::count(ctx, &subject, required).await?;
-    let created = obj.meta().creation_timestamp.as_ref().map(from_time).unwrap_or_else(chrono::Utc::now);
     let decided = |step, reason: &str, message: String, summary| GateDecision {
         approved: Some(condition("Approved", false, reason, message, generation)),
         summary: Some(summary),
+        policy_missing: None,
         step,
     };
     Ok(match approval::decide(&tally, created, ctx.config.approval_window, chrono::Utc::now()) {
@@ -116,8 +192,18 @@ where
             if request.explain_ignored && !ignored.is_empty() {
                 message.push_str(&format!("; not counted: {}", ignored.join(", ")));
             }
+            if !untrusted.is_empty() {
+                message.push_str(&format!(
+                    "; never counted, written while the admission policies were not in force: {}",
+                    untrusted.join(", ")
+                ));
+            }
             let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
-            let step = GateStep::Waiting { message: message.clone(), requeue: left.max(Duration::from_secs(1)) };
+            let step = GateStep::Waiting {
+                reason: "WaitingForApproval".into(),
+                message: message.clone(),
+                requeue: left.max(Duration::from_secs(1)),
+            };
             decided(step, "WaitingForApproval", message, summary)
         }
         Gate::Approved { approvers, summary } => {
@@ -146,6 +232,7 @@ where
             GateDecision {
                 approved: Some(condition("Approved", true, "Approved", format!("approved by {by}"), generation)),
                 summary: Some(summary),
+                policy_missing: None,
                 step: GateStep::Queued { job_id: enqueued.job_id, message },
             }
         }

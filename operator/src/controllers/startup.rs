@@ -2,10 +2,8 @@
 //! until shutdown. A job completion in the store wakes the request controllers at once
 //! instead of on their next poll.
 
-use super::delivery::DELIVERY_LABEL;
 use super::{Context, agent_registration, discovery, patch, read};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::runtime::controller::Controller;
 use kube::runtime::watcher;
@@ -73,15 +71,17 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<b
             }
         })
     };
-    let deliveries = watcher::Config::default().labels(&format!("{DELIVERY_LABEL}=true"));
+    // A change in whether the admission policies are in force is news for every request
+    // waiting for approvals.
     let reads = Controller::new(Api::<SecretReadRequest>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Secret>::all(client.clone()), deliveries)
         .reconcile_all_on(completions(&ctx))
+        .reconcile_all_on(ctx.admission.changes())
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(read::reconcile, read::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
     let patches = Controller::new(Api::<SecretPatch>::all(client.clone()), watcher::Config::default())
         .reconcile_all_on(completions(&ctx))
+        .reconcile_all_on(ctx.admission.changes())
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(patch::reconcile, patch::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));

@@ -27,10 +27,20 @@ impl std::fmt::Debug for LocalKeyFile {
 impl LocalKeyFile {
     /// Reads the key file, or creates it with 32 random bytes and mode 0600 when missing.
     pub fn open_or_create(path: &Path) -> Result<Self, KmsError> {
+        Self::read(path, true)
+    }
+
+    /// Reads an existing key file; a missing one is an error (for commands that only read,
+    /// such as `audit verify`).
+    pub fn open(path: &Path) -> Result<Self, KmsError> {
+        Self::read(path, false)
+    }
+
+    fn read(path: &Path, create: bool) -> Result<Self, KmsError> {
         let io = |source| KmsError::KeyFile { path: path.to_owned(), source };
         let bytes = match std::fs::read(path) {
             Ok(bytes) => Zeroizing::new(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = Zeroizing::new(vec![0u8; DATA_KEY_LEN]);
                 rand::rngs::OsRng.fill_bytes(&mut key);
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -93,4 +93,16 @@ impl KeyManagerConfig {
             }
         })
     }
+
+    /// Builds the key manager without creating anything: the local key file and the transit
+    /// key must exist (for commands that only read, such as `audit verify`).
+    pub async fn open(&self) -> Result<Arc<dyn KeyManager>, KmsError> {
+        Ok(match self {
+            Self::Local { key_file } => Arc::new(LocalKeyFile::open(key_file)?),
+            Self::VaultTransit { addr, token, mount, key } => Arc::new(VaultTransit::new(addr, token, mount, key)?),
+            Self::AwsKms { key_id, region, endpoint } => {
+                Arc::new(AwsKms::new(key_id, region, endpoint.as_deref()).await)
+            }
+        })
+    }
 }

@@ -2,5 +2,6 @@
 //! allowed, what phase comes next. No client, no store: everything here is unit-tested
 //! with plain values (pure `validate → decide` steps, testable without a client).
 
+pub mod admission;
 pub mod approvals;
 pub mod target;

@@ -54,6 +54,22 @@ pub struct RunArgs {
     /// agent's job is handed out again after this). Short values suit tests and demos.
     #[arg(long, env = "SB_JOB_LEASE", default_value = "120s", value_parser = parse_duration)]
     pub job_lease: Duration,
+    /// On SIGTERM, how long reconciles in flight and open agent API and metrics connections
+    /// get to finish before they are cut (an agent's long-poll claim is answered at once).
+    /// Shutdown then releases the leader lease (at most 2s more); keep the sum below the
+    /// pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "SB_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Write the audit chain's head to the ConfigMap `sb-audit-checkpoint` in --namespace
+    /// after this many events appended by this replica (also every
+    /// --audit-checkpoint-interval and at a clean shutdown).
+    #[arg(long, env = "SB_AUDIT_CHECKPOINT_EVENTS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_checkpoint_events: u64,
+    /// How often the audit checkpoint is brought up to the head when events were appended
+    /// (by any replica) since the last one (`30s`, `5m`).
+    #[arg(long, env = "SB_AUDIT_CHECKPOINT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub audit_checkpoint_interval: Duration,
 }
 
 /// `30s`, `15m`, `24h`.
@@ -102,6 +118,11 @@ impl RunArgs {
         names
     }
 
+    /// When the audit checkpoint is written.
+    pub fn checkpoint_config(&self) -> super::CheckpointConfig {
+        super::CheckpointConfig { every_events: self.audit_checkpoint_events, every: self.audit_checkpoint_interval }
+    }
+
     /// Whether to elect a leader before reconciling.
     pub fn elect_leader(&self) -> bool {
         self.leader_election || self.replicas > 1
@@ -138,6 +159,9 @@ mod tests {
         assert_eq!(args.approval_window, Duration::from_secs(24 * 3600));
         assert!(!args.elect_leader());
         assert!(parse(&["--replicas", "2"]).elect_leader(), "several replicas need a leader");
+        assert_eq!(args.drain_timeout, Duration::from_secs(5));
+        assert_eq!(args.checkpoint_config().every_events, 100);
+        assert_eq!(args.checkpoint_config().every, Duration::from_secs(30));
     }
 
     #[test]
@@ -153,5 +177,7 @@ mod tests {
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("1d").unwrap_err().contains("30s, 15m or 24h"));
         assert!(Wrapper::try_parse_from(["sb-operator", "--approval-window", "soon"]).is_err());
+        assert!(Wrapper::try_parse_from(["sb-operator", "--audit-checkpoint-interval", "0s"]).is_err());
+        assert!(Wrapper::try_parse_from(["sb-operator", "--audit-checkpoint-events", "0"]).is_err());
     }
 }

@@ -1,19 +1,24 @@
 //! `sb-operator run`: migrations, the serving certificate, the agent API over TLS, the
-//! metrics/health server and the controllers, stopped gracefully by SIGTERM or Ctrl-C.
+//! metrics/health server, the audit checkpoint writer and the controllers, stopped gracefully
+//! by SIGTERM or Ctrl-C (with a last audit checkpoint).
 
 mod args;
+mod checkpoint;
 mod leader;
 mod ops;
 mod tls_secret;
 
 pub use crate::cli::KmsKind;
 pub use args::{RunArgs, parse_duration};
+pub use checkpoint::{CheckpointConfig, CheckpointMetrics, Checkpointer};
 pub use leader::LEASE_NAME;
 pub use ops::ops_router;
 pub use tls_secret::TlsSecretError;
 
 use crate::api::{self, ApiConfig, ApiState};
+use crate::controllers::admission_guard::AdmissionGuard;
 use crate::controllers::{self, Context, ControllerConfig, ControllerMetrics};
+use crate::shutdown::{self, stopped as shutdown_future};
 use crate::store::{Store, StoreOptions};
 use anyhow::Context as _;
 use std::sync::Arc;
@@ -51,13 +56,8 @@ async fn termination() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn shutdown_future(mut flag: watch::Receiver<bool>) {
-    while !*flag.borrow_and_update() {
-        if flag.changed().await.is_err() {
-            break;
-        }
-    }
-}
+/// How long releasing the leader lease may take at shutdown.
+const LEASE_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs the operator until SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -73,6 +73,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let serving = tls_secret::ensure(&client, &args.namespace, &args.tls_secret, &args.tls_names()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let checkpoint_metrics = Arc::new(CheckpointMetrics::default());
+    let checkpoints = Checkpointer::new(
+        &client,
+        &args.namespace,
+        store.clone(),
+        args.checkpoint_config(),
+        checkpoint_metrics.clone(),
+    )
+    .spawn();
 
     let api_state = ApiState::new(store.clone(), ApiConfig::default());
     let api_metrics = api_state.metrics.clone();
@@ -80,22 +89,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the agent API on {}", args.agent_api_listen))?;
     tracing::info!(listen = %listener.local_addr()?, endpoint = %args.agent_api_endpoint(), pin = %serving.spki_sha256, "agent API listening");
-    let agent_api = tokio::spawn(crate::tls::serve_tls(
-        listener,
-        serving.server_config()?,
-        api::router(api_state),
-        shutdown_future(stop_rx.clone()),
-    ));
+    let agent_api = tokio::spawn({
+        // Long-polls end when shutdown begins, so they do not hold the drain.
+        let (stop, long_polls) = (shutdown_future(stop_rx.clone()), store.clone());
+        let stop = async move {
+            stop.await;
+            long_polls.end_long_polls();
+        };
+        crate::tls::serve_tls(listener, serving.server_config()?, api::router(api_state), stop, args.drain_timeout)
+    });
 
     let controller_metrics = Arc::new(ControllerMetrics::default());
-    let ops = ops::ops_router(store.clone(), api_metrics, controller_metrics.clone());
+    let ops = ops::ops_router(store.clone(), api_metrics, controller_metrics.clone(), checkpoint_metrics);
     let ops_listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("binding metrics on {}", args.metrics_listen))?;
     tracing::info!(listen = %ops_listener.local_addr()?, "metrics and health listening");
     let ops_server = tokio::spawn({
-        let stop = shutdown_future(stop_rx.clone());
-        async move { axum::serve(ops_listener, ops).with_graceful_shutdown(stop).await }
+        // axum's graceful shutdown waits for every open connection, however stalled.
+        let server = axum::serve(ops_listener, ops).with_graceful_shutdown(shutdown_future(stop_rx.clone()));
+        shutdown::drain_within(
+            "the metrics server",
+            server.into_future(),
+            shutdown_future(stop_rx.clone()),
+            args.drain_timeout,
+        )
     });
 
     tokio::spawn({
@@ -107,27 +125,65 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
 
-    if args.elect_leader() {
+    // Only the holder of the lease reconciles; a replica stopped while it waits never does.
+    let (reconcile, leadership) = if args.elect_leader() {
         let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("sb-operator-{}", uuid::Uuid::new_v4()));
         tokio::select! {
-            elected = leader::acquire(client.clone(), &args.namespace, identity, stop_tx.clone()) => elected?,
-            () = shutdown_future(stop_rx.clone()) => return Ok(()),
+            elected = leader::acquire(client.clone(), &args.namespace, identity, stop_tx.clone()) => (true, Some(elected)),
+            () = shutdown_future(stop_rx.clone()) => (false, None),
         }
-    }
-
-    let config = ControllerConfig {
-        namespace: args.namespace.clone(),
-        agent_api_endpoint: args.agent_api_endpoint(),
-        ca_bundle: serving.ca_pem.clone(),
-        spki_sha256: serving.spki_sha256.clone(),
-        approval_window: args.approval_window,
-        poll_interval: args.poll_interval,
+    } else {
+        (true, None)
     };
-    let ctx = Arc::new(Context::new(client, store, config, controller_metrics));
-    controllers::run_all(ctx, stop_rx.clone()).await;
+    if reconcile {
+        reconcile_until_drained(&args, client, store, &serving, controller_metrics, stop_rx.clone()).await;
+    }
+    // After the controllers stopped (or were abandoned), so no two replicas reconcile at once.
+    if let Some(leadership) = leadership {
+        leadership.release(LEASE_RELEASE_TIMEOUT).await;
+    }
     let _ = stop_tx.send(true);
+    // Both servers began draining when shutdown began and are bounded by the drain timeout.
     let _ = agent_api.await;
     let _ = ops_server.await;
+    // After the agent API drained, so the checkpoint holds its last appends.
+    checkpoints.finish().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the controllers and runs them until shutdown; once shutdown begins, they get the
+/// drain timeout to finish the reconciles in flight (a reconcile stuck on an API call, or a
+/// controller that never completed its first list, which kube-runtime's graceful shutdown
+/// waits for forever) and are abandoned after it.
+async fn reconcile_until_drained(
+    args: &RunArgs,
+    client: kube::Client,
+    store: Store,
+    serving: &crate::tls::ServingTls,
+    controller_metrics: Arc<ControllerMetrics>,
+    stop_rx: watch::Receiver<bool>,
+) {
+    let stop = shutdown_future(stop_rx.clone());
+    let reconciling = async move {
+        let config = ControllerConfig {
+            namespace: args.namespace.clone(),
+            agent_api_endpoint: args.agent_api_endpoint(),
+            ca_bundle: serving.ca_pem.clone(),
+            spki_sha256: serving.spki_sha256.clone(),
+            approval_window: args.approval_window,
+            poll_interval: args.poll_interval,
+        };
+        // Before any controller counts an approval: are the admission policies in force?
+        let admission = Arc::new(
+            AdmissionGuard::new(&client, store.clone(), controller_metrics.admission_policies_in_force.clone()).await,
+        );
+        if admission.check(&client).await.is_empty() {
+            tracing::info!("admission policies in force: installed, bound in Deny mode, unchanged");
+        }
+        tokio::spawn(admission.clone().watch(client.clone(), stop_rx.clone()));
+        let ctx = Arc::new(Context::new(client, store, config, controller_metrics, admission));
+        controllers::run_all(ctx, stop_rx).await;
+    };
+    shutdown::drain_within("the controllers", reconciling, stop, args.drain_timeout).await;
 }

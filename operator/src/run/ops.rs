@@ -1,6 +1,8 @@
 //! The metrics and health server (plain HTTP, cluster-internal): one `/metrics` with the
-//! agent API's and the controllers' series, so a single scrape sees the whole operator.
+//! agent API's, the controllers' and the audit checkpoint's series, so a single scrape sees
+//! the whole operator.
 
+use super::CheckpointMetrics;
 use crate::api::Metrics;
 use crate::controllers::ControllerMetrics;
 use crate::store::Store;
@@ -11,17 +13,25 @@ use axum::routing::get;
 use std::sync::Arc;
 
 /// `GET /metrics` and `GET /healthz` (200 when the store answers, 503 otherwise).
-pub fn ops_router(store: Store, api: Arc<Metrics>, controllers: Arc<ControllerMetrics>) -> Router {
+pub fn ops_router(
+    store: Store,
+    api: Arc<Metrics>,
+    controllers: Arc<ControllerMetrics>,
+    checkpoints: Arc<CheckpointMetrics>,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(move || {
-                let (api, controllers) = (api.clone(), controllers.clone());
+                let (api, controllers, checkpoints) = (api.clone(), controllers.clone(), checkpoints.clone());
                 async move {
                     // Each registry ends its exposition with `# EOF`; only the last may.
-                    let first = api.encode();
-                    let body = format!("{}{}", first.trim_end().trim_end_matches("# EOF").trim_end(), "\n")
-                        + &controllers.encode();
+                    let mut body = String::new();
+                    for part in [api.encode(), controllers.encode()] {
+                        body.push_str(part.trim_end().trim_end_matches("# EOF").trim_end());
+                        body.push('\n');
+                    }
+                    body.push_str(&checkpoints.encode());
                     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
                 }
             }),
@@ -50,14 +60,14 @@ mod tests {
     use tower::ServiceExt;
 
     #[tokio::test]
-    async fn one_scrape_shows_the_agent_api_and_the_controllers() {
+    async fn one_scrape_shows_the_agent_api_the_controllers_and_the_audit_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let keys = Arc::new(LocalKeyFile::open_or_create(&dir.path().join("kek")).unwrap());
         let db = dir.path().join("sb.db");
         let store = Store::connect(db.to_str().unwrap(), keys, StoreOptions::default()).await.unwrap();
         let controllers = Arc::new(ControllerMetrics::default());
         drop(controllers.time("secretreadrequest"));
-        let app = ops_router(store, Arc::new(Metrics::default()), controllers);
+        let app = ops_router(store, Arc::new(Metrics::default()), controllers, Arc::new(CheckpointMetrics::default()));
         let response =
             app.clone().oneshot(http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -69,6 +79,7 @@ mod tests {
             ),
             "{text}"
         );
+        assert!(text.contains("sb_operator_audit_checkpoint_failures_total{reason=\"kube\"} 0"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1, "{text}");
         let health =
             app.oneshot(http::Request::get("/healthz").body(axum::body::Body::empty()).unwrap()).await.unwrap();

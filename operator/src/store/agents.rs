@@ -3,7 +3,7 @@
 //! `AgentRegistration.spec.authKeys` — so nothing here lets anyone act as an agent.
 
 use super::{Store, StoreError, from_millis, now_millis};
-use crate::audit::{self, AuditEvent, AuditObject};
+use crate::audit::{AuditEvent, AuditObject};
 use chrono::{DateTime, Utc};
 use sb_core::protocol::{HeartbeatRequest, ProviderHealthReport, RegisteredProvider};
 use serde::{Deserialize, Serialize};
@@ -102,7 +102,7 @@ impl Store {
         };
         let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
         let event = AuditEvent::now(actor, action, agent_object(agent_id)).outcome("Succeeded", fingerprints.join(" "));
-        audit::append(&mut tx, &event).await?;
+        self.append_audit(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -133,7 +133,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        audit::append(&mut tx, &AuditEvent::now(actor, "agent.remove", agent_object(agent_id))).await?;
+        self.append_audit(&mut tx, &AuditEvent::now(actor, "agent.remove", agent_object(agent_id))).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -203,7 +203,7 @@ impl Store {
             };
             let event = AuditEvent::now(format!("agent:{agent_id}"), "agent.heartbeat", agent_object(agent_id))
                 .outcome("Succeeded", reason);
-            audit::append(&mut tx, &event).await?;
+            self.append_audit(&mut tx, &event).await?;
         }
         tx.commit().await?;
         self.agent(agent_id).await?.ok_or(StoreError::NotFound)

@@ -3,7 +3,7 @@
 
 use super::jobs::JobKind;
 use super::{Store, StoreError, now_millis};
-use crate::audit::{self, AuditEvent};
+use crate::audit::AuditEvent;
 use sb_core::protocol::{CatalogEntry, CatalogPage};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -65,7 +65,7 @@ impl Store {
         } else {
             let event = AuditEvent::now(format!("agent:{agent}"), "job.catalog-page", lease.object.clone())
                 .outcome("Succeeded", format!("page {} with {} entries", page.page, page.entries.len()));
-            audit::append(&mut tx, &event).await?;
+            self.append_audit(&mut tx, &event).await?;
             tx.commit().await?;
         }
         Ok(CatalogAck { job_id: job_id.to_owned(), page: page.page, duplicate })

@@ -1,5 +1,6 @@
-//! Errors of the store. Variants other than `Database`, `Migrate`, `Kms` and `Encoding` are
-//! answers the agent API turns into 4xx responses; none of them carries a value.
+//! Errors of the store. Variants other than `Database`, `Migrate`, `Kms`, `AuditKey` and
+//! `Encoding` are answers the agent API turns into 4xx responses; none of them carries a
+//! value.
 
 use crate::kms::KmsError;
 
@@ -15,6 +16,9 @@ pub enum StoreError {
     /// A data key could not be wrapped or unwrapped.
     #[error("key manager: {0}")]
     Kms(#[from] KmsError),
+    /// The audit chain key could not be loaded or created (at start-up).
+    #[error("audit chain key: {0}")]
+    AuditKey(#[from] crate::audit::ChainKeyError),
     /// A stored document did not decode (a bug or a foreign writer).
     #[error("stored document does not decode: {0}")]
     Encoding(#[from] serde_json::Error),
@@ -42,6 +46,7 @@ impl StoreError {
             Self::Database(_) => "database",
             Self::Migrate(_) => "migrate",
             Self::Kms(_) => "kms",
+            Self::AuditKey(_) => "audit_key",
             Self::Encoding(_) => "encoding",
             Self::NotFound => "not_found",
             Self::Forbidden => "forbidden",

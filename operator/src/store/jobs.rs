@@ -3,7 +3,7 @@
 //! per row (see [`crate::kms`]).
 
 use super::{Store, StoreError, from_millis, now_millis};
-use crate::audit::{self, AuditEvent, AuditObject};
+use crate::audit::{AuditEvent, AuditObject};
 use crate::kms::{SealedColumn, open_column, seal_column};
 use chrono::{DateTime, Utc};
 use sb_core::protocol::{JobOutcome, JobPayload};
@@ -226,7 +226,7 @@ impl Store {
         }
         let event = AuditEvent::now(actor, "job.enqueue", job.object.clone())
             .outcome("Succeeded", format!("{} job {job_id} for agent {}", kind.as_str(), job.agent));
-        audit::append(&mut tx, &event).await?;
+        self.append_audit(&mut tx, &event).await?;
         tx.commit().await?;
         tracing::info!(job_id = %job_id, object_uid = %job.object.uid, agent = %job.agent, kind = kind.as_str(), "job queued");
         self.inner.wakeups.wake(&job.agent);
@@ -287,7 +287,7 @@ impl Store {
             return Ok(false);
         };
         let object = object_from_row(&row)?;
-        audit::append(&mut tx, &AuditEvent::now(actor, "job.result.relay", object.clone())).await?;
+        self.append_audit(&mut tx, &AuditEvent::now(actor, "job.result.relay", object.clone())).await?;
         tx.commit().await?;
         tracing::info!(job_id, object_uid = %object.uid, "job result handed off and deleted");
         Ok(true)
@@ -319,7 +319,7 @@ impl Store {
         .await?;
         let Some(row) = row else { return Err(StoreError::NotFound) };
         let agent: String = row.try_get("agent")?;
-        audit::append(&mut tx, &AuditEvent::now(actor, "job.requeue", object_from_row(&row)?)).await?;
+        self.append_audit(&mut tx, &AuditEvent::now(actor, "job.requeue", object_from_row(&row)?)).await?;
         tx.commit().await?;
         self.inner.wakeups.wake(&agent);
         Ok(())

@@ -6,7 +6,7 @@ use super::jobs::{
     JobCompletion, JobKind, JobState, object_from_row, payload_context, result_context, same_hash, token_hash,
 };
 use super::{Backend, Store, StoreError, from_millis, now_millis};
-use crate::audit::{self, AuditEvent, AuditObject};
+use crate::audit::{AuditEvent, AuditObject};
 use crate::kms::{SealedColumn, open_column, seal_column};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,14 +18,16 @@ use std::time::Duration;
 impl Store {
     /// Long-polls for up to `max` jobs of `agent`: returns as soon as at least one is
     /// claimable (queued, or leased with an expired lease), or empty after `wait`.
+    /// After [`Store::end_long_polls`] it looks once and answers without waiting.
     pub async fn claim_jobs(&self, agent: &str, max: u32, wait: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut wakeup = self.inner.wakeups.subscribe(agent);
+        let mut ended = self.inner.wakeups.ended();
         loop {
             wakeup.borrow_and_update();
             let jobs = self.claim_now(agent, max).await?;
             let now = tokio::time::Instant::now();
-            if !jobs.is_empty() || now >= deadline {
+            if !jobs.is_empty() || now >= deadline || *ended.borrow() {
                 return Ok(jobs);
             }
             // Expired leases notify nobody, so look again at least every second.
@@ -33,8 +35,29 @@ impl Store {
             tokio::select! {
                 _ = wakeup.changed() => {}
                 _ = tokio::time::sleep_until(tick) => {}
+                _ = ended.wait_for(|ended| *ended) => {}
             }
         }
+    }
+
+    /// Ends every long-poll claim now and makes later ones answer without waiting, for a
+    /// shutdown: each claim looks for work once more and answers (usually with no jobs), so
+    /// the agent gets a response instead of a cut connection and the server can drain.
+    pub fn end_long_polls(&self) {
+        self.inner.wakeups.end_all();
+    }
+
+    /// Long-poll claims of `agent` in progress on this store handle's replica, from the
+    /// moment each subscribes to wake-ups (so a job queued afterwards reaches it) until it
+    /// answers. For diagnostics and tests.
+    pub fn claims_in_progress(&self, agent: &str) -> usize {
+        self.inner.wakeups.claims(agent)
+    }
+
+    /// Wake-ups received here for queued jobs: this replica's own enqueues and, on
+    /// PostgreSQL, every `NOTIFY sb_jobs` from any replica. For diagnostics and tests.
+    pub fn wakeups_received(&self) -> u64 {
+        self.inner.wakeups.received()
     }
 
     async fn claim_now(&self, agent: &str, max: u32) -> Result<Vec<ClaimedJob>, StoreError> {
@@ -93,7 +116,7 @@ impl Store {
             let reason = if attempts > 1 { "LeaseExpired" } else { "" };
             let event =
                 AuditEvent::now(format!("agent:{agent}"), "job.claim", object.clone()).outcome("Succeeded", reason);
-            audit::append(&mut tx, &event).await?;
+            self.append_audit(&mut tx, &event).await?;
             claimed.push((id, token, attempts, object, sealed));
         }
         tx.commit().await?;
@@ -175,7 +198,7 @@ impl Store {
         }
         let event = AuditEvent::now(format!("agent:{agent}"), "job.complete", current.object.clone())
             .outcome(state.as_str(), reason.unwrap_or_default());
-        audit::append(&mut tx, &event).await?;
+        self.append_audit(&mut tx, &event).await?;
         tx.commit().await?;
         tracing::info!(job_id, object_uid = %current.object.uid, agent, state = state.as_str(), "job completed");
         let _ = self.inner.completions.send(JobCompletion {
@@ -201,7 +224,7 @@ impl Store {
         .await?;
         let Some(row) = row else { return Ok(()) };
         let event = AuditEvent::now("operator", "job.fail", object.clone()).outcome("Failed", "PayloadUnreadable");
-        audit::append(&mut tx, &event).await?;
+        self.append_audit(&mut tx, &event).await?;
         tx.commit().await?;
         let _ = self.inner.completions.send(JobCompletion {
             job_id: job_id.to_owned(),

@@ -4,6 +4,7 @@
 //! only the claim query and the transaction start differ.
 
 mod agents;
+mod approval_trust;
 mod catalog;
 mod error;
 mod jobs;
@@ -11,11 +12,12 @@ mod lease;
 mod notify;
 
 pub use agents::{AgentRecord, KeyLookup, StoredAuthKey};
+pub use approval_trust::{EntryKey, Pins};
 pub use catalog::CatalogAck;
 pub use error::StoreError;
 pub use jobs::{Enqueued, JobCompletion, JobKind, JobState, JobStatus, NewJob};
 
-use crate::audit::{self, AuditEvent, AuditRecord};
+use crate::audit::{self, AuditChain, AuditEvent, AuditRecord, Checkpoint, CheckpointError};
 use crate::kms::KeyManager;
 use notify::Wakeups;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -48,7 +50,7 @@ impl Default for StoreOptions {
     }
 }
 
-/// A write transaction: pass `&mut *tx` to [`audit::append`] and the store's own helpers so
+/// A write transaction: pass `&mut *tx` to `Store::append_audit` and the store's own helpers so
 /// a state change and its audit row commit together.
 pub type WriteTx = Transaction<'static, Any>;
 
@@ -62,6 +64,7 @@ struct Inner {
     pool: AnyPool,
     backend: Backend,
     keys: Arc<dyn KeyManager>,
+    audit_chain: AuditChain,
     options: StoreOptions,
     wakeups: Arc<Wakeups>,
     completions: broadcast::Sender<JobCompletion>,
@@ -111,7 +114,8 @@ pub async fn open_pool(url_or_path: &str, max_connections: u32) -> Result<(AnyPo
 }
 
 impl Store {
-    /// Connects, runs the migrations and, on PostgreSQL, starts listening for queued jobs.
+    /// Connects, runs the migrations, loads the audit chain key (generating and wrapping it
+    /// with `keys` on the first start) and, on PostgreSQL, starts listening for queued jobs.
     pub async fn connect(
         url_or_path: &str,
         keys: Arc<dyn KeyManager>,
@@ -122,13 +126,16 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
+        let audit_chain = AuditChain::load_or_create(&pool, backend, keys.as_ref()).await?;
         let wakeups = Arc::new(Wakeups::default());
         let listener = match backend {
             Backend::Postgres => Some(notify::spawn_pg_listener(database_url(url_or_path).0, wakeups.clone())),
             Backend::Sqlite => None,
         };
         let (completions, _) = broadcast::channel(256);
-        Ok(Self { inner: Arc::new(Inner { pool, backend, keys, options, wakeups, completions, listener }) })
+        Ok(Self {
+            inner: Arc::new(Inner { pool, backend, keys, audit_chain, options, wakeups, completions, listener }),
+        })
     }
 
     /// The pool, for read-only queries such as [`audit::verify`].
@@ -155,10 +162,30 @@ impl Store {
         })
     }
 
+    /// The audit chain's key and switch-over.
+    pub fn audit_chain(&self) -> &AuditChain {
+        &self.inner.audit_chain
+    }
+
+    /// Appends `event` to the audit chain inside the caller's transaction.
+    pub(crate) async fn append_audit(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        event: &AuditEvent,
+    ) -> Result<AuditRecord, sqlx::Error> {
+        audit::append(conn, &self.inner.audit_chain, event).await
+    }
+
+    /// The current head of the audit chain as a checkpoint, its MAC recomputed with the
+    /// chain key first; `None` while the chain is empty.
+    pub async fn audit_checkpoint(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        audit::checkpoint::current(&self.inner.pool, &self.inner.audit_chain).await
+    }
+
     /// Appends one audit event in its own transaction.
     pub async fn audit(&self, event: &AuditEvent) -> Result<AuditRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let record = audit::append(&mut tx, event).await?;
+        let record = self.append_audit(&mut tx, event).await?;
         tx.commit().await?;
         Ok(record)
     }

@@ -4,14 +4,18 @@
 
 use sqlx::postgres::PgListener;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// One counter per agent; a claimer subscribes before it looks for work, so a job queued in
-/// between still changes the counter it waits on.
+/// between still changes the counter it waits on. `ended` turns true once, at shutdown, and
+/// ends every long-poll; `received` counts every wake-up, waited for or not.
 #[derive(Default)]
 pub(crate) struct Wakeups {
     agents: Mutex<HashMap<String, watch::Sender<u64>>>,
+    ended: watch::Sender<bool>,
+    received: AtomicU64,
 }
 
 impl Wakeups {
@@ -20,7 +24,27 @@ impl Wakeups {
         agents.entry(agent.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
     }
 
+    /// Claims of `agent` in progress: each holds one receiver from [`Wakeups::subscribe`].
+    pub(crate) fn claims(&self, agent: &str) -> usize {
+        let agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        agents.get(agent).map_or(0, watch::Sender::receiver_count)
+    }
+
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Turns true when long-polls should stop waiting.
+    pub(crate) fn ended(&self) -> watch::Receiver<bool> {
+        self.ended.subscribe()
+    }
+
+    pub(crate) fn end_all(&self) {
+        self.ended.send_replace(true);
+    }
+
     pub(crate) fn wake(&self, agent: &str) {
+        self.received.fetch_add(1, Ordering::Relaxed);
         let agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sender) = agents.get(agent) {
             sender.send_modify(|n| *n = n.wrapping_add(1));

@@ -1,11 +1,13 @@
 //! One module per command.
 
 pub mod approve;
+pub mod confirm;
 pub mod discover;
 pub mod patch;
 pub mod read;
 pub mod reveal;
 pub mod status;
+mod status_entry;
 pub mod trust;
 mod values;
 mod wait;

@@ -1,25 +1,22 @@
-//! `kubectl sb reveal`: wait for the delivery, open every envelope with the request's
-//! private key, hand the values over (stdout or a 0600 file), then delete the delivery
-//! Secret and the key (reveal-once). Nothing about a value ever goes to stderr.
+//! `kubectl sb reveal`: wait for the delivery, open every envelope of the request's
+//! `status.delivery` with its private key, hand the values over (stdout or a 0600 file),
+//! then record `Revealed` (the operator removes the delivery) and delete the key
+//! (reveal-once). Nothing about a value ever goes to stderr.
 
+use super::status_entry;
 use super::{values, wait};
 use crate::cli::RevealArgs;
 use crate::context::Ctx;
 use crate::error::PluginError;
 use crate::keystore::KeyStore;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Preconditions};
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject};
 use sb_core::binding::read_aad;
-use sb_core::crd::{DeliveryMode, ReadPhase, SecretReadRequest};
-use sb_core::seal::{Envelope, KeyPair, Purpose, SecretValue, open};
+use sb_core::crd::{DeliveryMode, ReadPhase, RequesterAck, RequesterAction, SecretReadRequest};
+use sb_core::seal::{KeyPair, Purpose, SecretValue, open};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-
-/// The type the operator gives delivery Secrets.
-pub const DELIVERY_SECRET_TYPE: &str = "secrets-bridge.io/sealed-delivery";
-/// Annotation naming the request a delivery belongs to.
-pub const REQUEST_UID_ANNOTATION: &str = "secrets-bridge.io/request-uid";
 
 pub async fn run(ctx: &Ctx, args: RevealArgs) -> Result<(), PluginError> {
     let name = args.name.as_str();
@@ -36,17 +33,7 @@ pub async fn run(ctx: &Ctx, args: RevealArgs) -> Result<(), PluginError> {
 
     let request = wait::until_read_settled(&api, name, ns, args.timeout).await?;
     refuse_finished(&request, &store)?;
-    let status = request.status.clone().unwrap_or_default();
-    let secret_name = status.delivery_secret.clone().unwrap_or_else(|| format!("{name}-delivery"));
-    let secrets = ctx.api::<Secret>();
-    let secret = match secrets.get_opt(&secret_name).await {
-        Ok(Some(secret)) => secret,
-        // Delivered but gone: someone (this user, from another shell) revealed it already.
-        Ok(None) => return Err(already_revealed(&request, &store)),
-        Err(err) => return Err(PluginError::from_kube(err, &format!("secret {secret_name}"), ns)),
-    };
-    check_delivery(&secret, &secret_name, &uid)?;
-    let opened = open_all(&secret, &pair, &request)?;
+    let opened = open_all(&pair, &request)?;
     let output = values::render(&opened, args.format)?;
 
     match &args.to {
@@ -62,27 +49,38 @@ pub async fn run(ctx: &Ctx, args: RevealArgs) -> Result<(), PluginError> {
         eprintln!("revealed {keys} of {}; the delivery stays until it expires", request.spec.target.canonical());
         return Ok(());
     }
-    let delete = DeleteParams {
-        preconditions: Some(Preconditions { uid: secret.metadata.uid.clone(), resource_version: None }),
-        ..Default::default()
-    };
-    let deleted = secrets.delete(&secret_name, &delete).await;
+    // Reveal-once: record `Revealed` so the operator removes the delivery, and forget the key.
+    let ended = record_revealed(ctx, name, ns).await;
     store.remove(&uid)?;
     store.mark_revealed(&uid)?;
-    match deleted {
-        Ok(_) => {
+    match ended {
+        Ok(()) => {
             eprintln!(
-                "revealed {keys} of {}; the delivery {secret_name} and your private key are deleted",
+                "revealed {keys} of {}; the delivery ends and your private key is deleted",
                 request.spec.target.canonical()
             );
             Ok(())
         }
         Err(err) => Err(PluginError::Api(format!(
-            "the values were revealed and your private key deleted, but the delivery {secret_name} could not be deleted \
-             (the operator deletes it at expiry; it is only ciphertext): {}",
-            PluginError::from_kube(err, &format!("secret {secret_name}"), ns)
+            "the values were revealed and your private key deleted, but Revealed could not be recorded \
+             (the operator removes the delivery at expiry; it is only ciphertext nobody else can open): {err}"
         ))),
     }
+}
+
+/// Appends `Revealed` to `status.requesterActions`; the admission policy accepts it only from
+/// the requester, while the delivery is there.
+async fn record_revealed(ctx: &Ctx, name: &str, ns: &str) -> Result<(), PluginError> {
+    let resource = ApiResource::erase::<SecretReadRequest>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource);
+    let ack = RequesterAck {
+        action: RequesterAction::Revealed,
+        user: ctx.whoami().await?,
+        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    let entry = serde_json::to_value(&ack).expect("an acknowledgement serialises");
+    status_entry::append(&api, name, "requesterActions", entry, &format!("secretreadrequest {name}"), ns, |_| Ok(()))
+        .await
 }
 
 /// Refuses a request that will never (again) have something to reveal.
@@ -117,37 +115,16 @@ fn already_revealed(request: &SecretReadRequest, store: &KeyStore) -> PluginErro
     PluginError::AlreadyRevealed { name: request.metadata.name.clone().unwrap_or_default(), at }
 }
 
-/// A delivery must be ours: the right type and the right request uid.
-fn check_delivery(secret: &Secret, secret_name: &str, uid: &str) -> Result<(), PluginError> {
-    if secret.type_.as_deref() != Some(DELIVERY_SECRET_TYPE) {
-        return Err(PluginError::Api(format!(
-            "secret {secret_name} is not a sealed delivery (type is not {DELIVERY_SECRET_TYPE})"
-        )));
-    }
-    let owner = secret.metadata.annotations.as_ref().and_then(|a| a.get(REQUEST_UID_ANNOTATION));
-    if owner.map(String::as_str) != Some(uid) {
-        return Err(PluginError::Api(format!(
-            "secret {secret_name} is a delivery for another request (its {REQUEST_UID_ANNOTATION} is not this request's uid)"
-        )));
-    }
-    Ok(())
-}
-
 /// Opens every envelope; all or nothing, so a damaged delivery deletes nothing.
-fn open_all(
-    secret: &Secret,
-    pair: &KeyPair,
-    request: &SecretReadRequest,
-) -> Result<BTreeMap<String, SecretValue>, PluginError> {
+fn open_all(pair: &KeyPair, request: &SecretReadRequest) -> Result<BTreeMap<String, SecretValue>, PluginError> {
     let uid = request.metadata.uid.clone().unwrap_or_default();
     let mut opened = BTreeMap::new();
-    for (key, bytes) in secret.data.iter().flatten() {
-        let compact = std::str::from_utf8(&bytes.0)
-            .map_err(|_| PluginError::Api(format!("the delivered envelope for {key} is not text")))?;
-        let envelope = Envelope::from_compact(compact.trim())
-            .map_err(|source| PluginError::Seal { context: format!("the delivered envelope for {key}"), source })?;
+    let delivery = request.status.as_ref().map(|s| &s.delivery);
+    for (key, envelope) in delivery.into_iter().flatten() {
+        // The aad binds each envelope to this request's uid, its target and the key: an
+        // envelope copied from another request does not open.
         let aad = read_aad(&uid, &request.spec.target, key);
-        let value = open(pair, Purpose::ReadDelivery, &aad, &envelope)
+        let value = open(pair, Purpose::ReadDelivery, &aad, envelope)
             .map_err(|source| PluginError::Seal { context: format!("cannot open the value of {key}"), source })?;
         opened.insert(key.clone(), value);
     }

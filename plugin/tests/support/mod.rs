@@ -5,9 +5,9 @@
 
 #![allow(dead_code)]
 
-use base64::Engine as _;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PostParams};
+mod follow;
+
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use sb_core::binding::read_aad;
 use sb_core::crd::{AgentRegistration, SecretReadRequest};
@@ -173,40 +173,22 @@ impl Env {
         Api::<SecretReadRequest>::namespaced(self.client("admin").await, NS).get(name).await.unwrap()
     }
 
-    /// Plays the operator: seals `values` to the request's recipient key, writes the
-    /// delivery Secret and sets the request Delivered through the status subresource.
+    /// Plays the operator: seals `values` to the request's recipient key and sets the
+    /// request Delivered with them in `status.delivery`, through the status subresource.
     pub async fn deliver(&self, name: &str, values: &[(&str, &str)]) {
         let request = self.read_request(name).await;
         let uid = request.metadata.uid.clone().unwrap();
         let recipient = PublicKey::from_base64(&request.spec.recipient).unwrap();
-        let mut data = serde_json::Map::new();
+        let mut delivery = serde_json::Map::new();
         for (key, value) in values {
             let aad = read_aad(&uid, &request.spec.target, key);
             let envelope = seal(&recipient, Purpose::ReadDelivery, &aad, &SecretValue::from(*value)).unwrap();
-            data.insert(
-                key.to_string(),
-                json!(base64::engine::general_purpose::STANDARD.encode(envelope.to_compact())),
-            );
+            delivery.insert(key.to_string(), serde_json::to_value(&envelope).unwrap());
         }
-        let operator = self.client(OPERATOR).await;
-        let expires = "2099-01-01T00:00:00Z";
-        let secret: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {
-                "name": format!("{name}-delivery"), "namespace": NS,
-                "annotations": {"secrets-bridge.io/request-uid": uid, "secrets-bridge.io/expires-at": expires},
-                "ownerReferences": [{"apiVersion": "secrets-bridge.io/v1alpha1", "kind": "SecretReadRequest",
-                                     "name": name, "uid": uid, "controller": true}],
-            },
-            "type": "secrets-bridge.io/sealed-delivery",
-            "data": data,
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(operator.clone(), NS).create(&PostParams::default(), &secret).await.unwrap();
         self.set_read_status(
             name,
-            json!({"phase": "Delivered", "deliverySecret": format!("{name}-delivery"),
-                   "deliveredAt": "2026-11-22T10:00:00Z", "expiresAt": expires}),
+            json!({"phase": "Delivered", "delivery": delivery,
+                   "deliveredAt": "2026-11-22T10:00:00Z", "expiresAt": "2099-01-01T00:00:00Z"}),
         )
         .await;
     }

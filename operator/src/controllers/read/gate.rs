@@ -6,7 +6,7 @@ use crate::controllers::request_gate::{self, GateStep, GatedRequest};
 use crate::controllers::{Context, Error};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use sb_core::crd::{ReadPhase, SecretReadRequest};
+use sb_core::crd::{ReadPhase, RequesterAction, SecretReadRequest, requester_did};
 use sb_core::protocol::{JobPayload, ReadJob};
 
 /// Before a job exists: target check, approval window, approvals, then the job.
@@ -19,6 +19,11 @@ pub(super) async fn gate(obj: &SecretReadRequest, ctx: &Context) -> Result<Actio
         target: &obj.spec.target,
         requester: &obj.spec.requester,
         approvals: &approvals,
+        submitter: crate::controllers::submitter(obj),
+        confirmed: obj
+            .status
+            .as_ref()
+            .is_some_and(|s| requester_did(&s.requester_actions, &obj.spec.requester, RequesterAction::Confirm)),
         explain_ignored: true,
     };
     let mut decision = request_gate::run(ctx, obj, request, || payload(obj)).await?;
@@ -36,8 +41,8 @@ pub(super) async fn gate(obj: &SecretReadRequest, ctx: &Context) -> Result<Actio
             transition(obj, ctx, status, ReadPhase::Expired, "ApprovalWindowExpired", message).await?;
             Ok(Action::await_change())
         }
-        GateStep::Waiting { message, requeue } => {
-            transition(obj, ctx, status, ReadPhase::Pending, "WaitingForApproval", message).await?;
+        GateStep::Waiting { reason, message, requeue } => {
+            transition(obj, ctx, status, ReadPhase::Pending, &reason, message).await?;
             Ok(Action::requeue(requeue))
         }
         GateStep::Queued { job_id, message } => {

@@ -50,6 +50,7 @@ fn api(ctx: &Context, obj: &SecretReadRequest) -> Api<SecretReadRequest> {
 fn current_status(obj: &SecretReadRequest) -> SecretReadRequestStatus {
     let mut status = obj.status.clone().unwrap_or_default();
     status.approvals.clear();
+    status.requester_actions.clear();
     clear_condition(&mut status.conditions, "AuditUnavailable");
     status.observed_generation = obj.metadata.generation;
     status

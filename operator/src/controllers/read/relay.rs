@@ -1,21 +1,19 @@
 //! After the job is queued: its state mirrored into the phase, the sealed result relayed
-//! into the delivery Secret, and the delivery watched until it is revealed or expires.
+//! into the request's own `status.delivery`, and the delivery kept until the requester
+//! records `Revealed` or it expires.
 
 use super::gate::{gate, payload};
-use super::{MANAGER, current_status, transition};
+use super::{current_status, transition};
 use crate::audit::AuditEvent;
-use crate::controllers::delivery::{delivery_name, delivery_secret};
 use crate::controllers::{Context, Error, OPERATOR_ACTOR, audit_object, from_time, now_time, to_time};
 use crate::store::JobState;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use sb_core::crd::{ReadPhase, SecretReadRequest, SecretReadRequestStatus};
+use sb_core::crd::{ReadPhase, RequesterAction, SecretReadRequest, SecretReadRequestStatus, requester_did};
 use sb_core::protocol::{JobOutcome, JobResult};
 use std::time::Duration;
 
-/// Mirrors the job's state; on success relays the sealed result into the delivery Secret.
+/// Mirrors the job's state; on success relays the sealed result into `status.delivery`.
 pub(super) async fn follow_job(obj: &SecretReadRequest, ctx: &Context, job_id: &str) -> Result<Action, Error> {
     tracing::Span::current().record("job_id", job_id);
     let status = current_status(obj);
@@ -67,15 +65,13 @@ async fn deliver(
     job_id: &str,
     mut status: SecretReadRequestStatus,
 ) -> Result<Action, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let name = delivery_name(&obj.name_any());
     // Audit the hand-off before relaying: if the append fails, the result stays in the store.
     ctx.audit(AuditEvent::now(OPERATOR_ACTOR, "read.relay", audit_object(obj)).outcome("Started", job_id.to_owned()))
         .await?;
     let now = chrono::Utc::now();
     let expires = now + chrono::Duration::seconds(obj.spec.delivery.ttl_seconds);
-    // Peek, write the Secret, then delete: a crash in between relays again instead of
-    // losing the only copy.
+    // Peek, write the status, then delete: a crash in between relays the same envelopes again
+    // instead of losing the only copy.
     match ctx.store.peek_result(job_id).await? {
         Some(JobOutcome::Succeeded(JobResult::Read { deliveries, missing_keys, .. })) => {
             if deliveries.is_empty() {
@@ -84,17 +80,18 @@ async fn deliver(
                 ctx.store.delete_result(OPERATOR_ACTOR, job_id).await?;
                 return Ok(Action::await_change());
             }
-            let secret = delivery_secret(obj, &deliveries, expires);
-            secrets.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret)).await?;
-            ctx.store.delete_result(OPERATOR_ACTOR, job_id).await?;
-            status.delivery_secret = Some(name.clone());
+            // The delivery goes into this request's own status: only the operator writes
+            // status apart from the entries the admission policy lets users append, and only
+            // the requester's ephemeral private key opens it.
+            status.delivery = deliveries;
             status.delivered_at = Some(to_time(now));
             status.expires_at = Some(to_time(expires));
-            let mut message = format!("sealed delivery in Secret {name}; open it with `kubectl sb reveal`");
+            let mut message = "sealed delivery in status.delivery; open it with `kubectl sb reveal`".to_owned();
             if !missing_keys.is_empty() {
                 message.push_str(&format!(" (missing keys: {})", missing_keys.join(", ")));
             }
             transition(obj, ctx, status, ReadPhase::Delivered, "Delivered", message).await?;
+            ctx.store.delete_result(OPERATOR_ACTOR, job_id).await?;
             Ok(Action::requeue((expires - now).to_std().unwrap_or_default()))
         }
         Some(JobOutcome::Failed(failure)) => {
@@ -107,22 +104,8 @@ async fn deliver(
             Err(Error::Invalid(format!("job {job_id} returned a result that is not a read")))
         }
         None => {
-            // Relayed before, but the status write did not land: the Secret tells.
-            if secrets.get_opt(&name).await?.is_some() {
-                status.delivery_secret = Some(name.clone());
-                status.delivered_at.get_or_insert_with(now_time);
-                status.expires_at.get_or_insert_with(|| to_time(expires));
-                transition(
-                    obj,
-                    ctx,
-                    status,
-                    ReadPhase::Delivered,
-                    "Delivered",
-                    format!("sealed delivery in Secret {name}"),
-                )
-                .await?;
-                return Ok(Action::requeue(ctx.config.poll_interval));
-            }
+            // The result is deleted only after the Delivered status landed, so a finished job
+            // without one never had a deliverable result.
             let reason = ctx
                 .store
                 .job_state(job_id)
@@ -143,44 +126,42 @@ async fn deliver(
     }
 }
 
-/// While delivered: a deleted Secret means the requester revealed it; at expiry the
-/// operator deletes it.
+/// While delivered: the requester's `Revealed` ends the delivery; at expiry the operator
+/// ends it. Either way the envelopes leave the status.
 pub(super) async fn watch_delivery(obj: &SecretReadRequest, ctx: &Context) -> Result<Action, Error> {
     let mut status = current_status(obj);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let name = status.delivery_secret.clone().unwrap_or_else(|| delivery_name(&obj.name_any()));
+    if let Some(job_id) = status.job_id.as_deref() {
+        // A crash between the Delivered write and the delete left the sealed result behind.
+        ctx.store.delete_result(OPERATOR_ACTOR, job_id).await?;
+    }
     let now = chrono::Utc::now();
     let expires = status.expires_at.as_ref().map(from_time).unwrap_or(now);
-    let present = secrets.get_opt(&name).await?.is_some_and(|s| s.metadata.deletion_timestamp.is_none());
+    let acks = obj.status.as_ref().map(|s| s.requester_actions.as_slice()).unwrap_or_default();
+    if requester_did(acks, &obj.spec.requester, RequesterAction::Revealed) {
+        ctx.audit(
+            AuditEvent::now(format!("user:{}", obj.spec.requester), "read.reveal", audit_object(obj))
+                .outcome("Succeeded", "the requester opened the delivery"),
+        )
+        .await?;
+        status.delivery.clear();
+        status.revealed_at = Some(now_time());
+        let message = "the requester opened the delivery; it has been removed".to_owned();
+        transition(obj, ctx, status, ReadPhase::Revealed, "Revealed", message).await?;
+        return Ok(Action::await_change());
+    }
     if now >= expires {
-        if present {
-            ctx.audit(
-                AuditEvent::now(OPERATOR_ACTOR, "read.delivery.delete", audit_object(obj))
-                    .outcome("Succeeded", "expired"),
-            )
-            .await?;
-            secrets.delete(&name, &DeleteParams::default()).await?;
-        }
+        ctx.audit(
+            AuditEvent::now(OPERATOR_ACTOR, "read.delivery.delete", audit_object(obj)).outcome("Succeeded", "expired"),
+        )
+        .await?;
+        status.delivery.clear();
         transition(
             obj,
             ctx,
             status,
             ReadPhase::Expired,
             "DeliveryExpired",
-            format!("the delivery was not revealed before {expires}; Secret {name} deleted"),
-        )
-        .await?;
-        return Ok(Action::await_change());
-    }
-    if !present {
-        status.revealed_at = Some(now_time());
-        transition(
-            obj,
-            ctx,
-            status,
-            ReadPhase::Revealed,
-            "Revealed",
-            format!("the requester opened and deleted Secret {name}"),
+            format!("the delivery was not revealed before {expires}; it has been removed"),
         )
         .await?;
         return Ok(Action::await_change());
