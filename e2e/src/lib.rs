@@ -2,6 +2,7 @@
 //! the controller-manager's lifecycle controllers, see [`kube`]) plus the real `kubectl` and
 //! `helm` of the same release, driven as a person would drive them.
 
+pub mod argocd;
 pub mod canary;
 pub mod kube;
 pub mod operator;

@@ -100,9 +100,15 @@ impl Scenario {
 
     /// [`Scenario::start`] with extra `sb-operator run` flags.
     pub async fn start_with(operator_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_chart(&[], operator_args).await
+    }
+
+    /// [`Scenario::start`] with extra `helm install` arguments (e.g. `--set gitops.enabled=true`)
+    /// and `sb-operator run` flags.
+    pub async fn start_with_chart(chart_args: &[&str], operator_args: &[&str]) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cluster = Cluster::start(USERS).await?;
-        cluster.install_chart(OPERATOR_NAMESPACE, &[]).await?;
+        cluster.install_chart(OPERATOR_NAMESPACE, chart_args).await?;
         // The agent's keys are made here, as `sb-agent identity new` makes them in the agent's
         // boundary; the registration carries only the public half.
         let keys = AgentKeys::generate();

@@ -92,6 +92,14 @@ async fn examples_apply_and_explain_shows_the_field_docs() {
         .unwrap()
         .expect_ok("explain");
     assert!(explain.stdout.contains("Name of the AgentRegistration"), "{}", explain.stdout);
+    let observe = cluster
+        .kubectl("alice", &["explain", "secretpatch.spec.observe"], None)
+        .await
+        .unwrap()
+        .expect_ok("explain spec.observe");
+    for words in ["--gitops-observation", "AppliedUnverified", "secrets-bridge.io/consumes"] {
+        assert!(observe.stdout.contains(words), "kubectl explain lacks {words:?}: {}", observe.stdout);
+    }
     let get = cluster.kubectl("alice", &["get", "srr", "-n", "team-a"], None).await.unwrap().expect_ok("get srr");
     assert!(
         get.stdout.contains("db-password") && get.stdout.contains("REQUESTER") && get.stdout.contains("alice"),

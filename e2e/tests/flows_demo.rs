@@ -24,6 +24,9 @@ async fn the_demo_walks_through_every_flow_and_exits_zero() {
         "rotate-db   Executed",
         "[alice]$ kubectl apply -f rotate-api.yaml",
         "catalog.secrets-bridge.io/owner=payments",
+        "--observe argocd/payments-web",
+        "rotate-db-2   Applied",
+        "Application argocd/payments-web Synced/Healthy: Applied",
         "Stopping the agent, the operator and the Kubernetes control plane.",
     ] {
         assert!(stdout.contains(expected), "the tutorial lacks {expected:?}\n{stdout}");
@@ -42,6 +45,7 @@ fn print_commands_documents_the_walkthrough_for_a_real_cluster() {
         "kubectl sb reveal",
         "--dry-run -o yaml",
         "kubectl sb discover",
+        "--observe argocd/payments-web",
     ] {
         assert!(text.contains(expected), "{expected:?} missing:\n{text}");
     }

@@ -188,6 +188,14 @@ pub struct PatchArgs {
     /// Apply only if the provider's current version is this one.
     #[arg(long, value_name = "VERSION")]
     pub expected_version: Option<String>,
+    /// An ArgoCD Application that consumes the secret, <namespace>/<name> (repeat for
+    /// several): the patch ends Applied once each has synced and is healthy after the change
+    /// (spec.observe; needs an operator run with --gitops-observation).
+    #[arg(long = "observe", value_name = "NAMESPACE/APP")]
+    pub observe: Vec<String>,
+    /// How long to wait for the observed rollout before AppliedUnverified, e.g. 10m.
+    #[arg(long, value_parser = parse_duration, default_value = "10m", requires = "observe")]
+    pub observe_timeout: Duration,
     /// Print the manifest instead of creating it (safe to commit: values are sealed).
     #[arg(long, num_args = 0..=1, default_missing_value = "client", value_name = "client")]
     pub dry_run: Option<String>,

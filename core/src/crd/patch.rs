@@ -59,7 +59,13 @@ pub struct SecretPatchSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub expected_version: Option<String>,
-    /// ArgoCD Applications to watch after the change, to confirm the new value rolled out.
+    /// ArgoCD Applications to watch after the change, to confirm the new value rolled out
+    /// (operators run with `--gitops-observation`, chart value `gitops.enabled`). The patch
+    /// becomes Applied once each is Synced and Healthy with evidence from after the change,
+    /// Failed (reason RolloutFailed) when a sync fails or the health turns Degraded after it,
+    /// and AppliedUnverified when timeoutSeconds pass first. Applications annotated
+    /// `secrets-bridge.io/consumes: <agent>/<provider>:<ref>[,...]` are observed for every
+    /// executed patch of those targets without being named here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observe: Option<ObserveSpec>,
 }
@@ -153,7 +159,73 @@ pub struct SecretPatchStatus {
     /// When the provider accepted the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executed_at: Option<Time>,
+    /// While the rollout is observed: when the operator stops waiting and reports
+    /// `AppliedUnverified` (`executedAt` + `spec.observe.timeoutSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observe_deadline: Option<Time>,
+    /// Per observed ArgoCD Application: what it last showed and what that means.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub observations: Vec<ApplicationObservation>,
     /// A human-readable summary of the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Annotation on an ArgoCD Application naming the canonical targets it consumes
+/// (`agent/provider:ref`, comma-separated). Every executed patch of one of them is observed on
+/// that Application, as if the patch named it in `spec.observe.applications`.
+pub const CONSUMES_ANNOTATION: &str = "secrets-bridge.io/consumes";
+
+/// Why an Application is observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ObservationSource {
+    /// The patch names it in `spec.observe.applications`.
+    Spec,
+    /// The Application's `secrets-bridge.io/consumes` annotation names the patch's target.
+    Annotation,
+}
+
+/// What one observed Application means for the patch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ObservationVerdict {
+    /// No evidence yet that it picked up the change.
+    Waiting,
+    /// Synced and Healthy, reconciled (and, where a sync ran, successfully synced) after the
+    /// change executed.
+    Applied,
+    /// An operation finished Failed or Error after the change, or its health turned Degraded.
+    Failed,
+    /// The Application does not exist, or the operator may not read it.
+    Missing,
+}
+
+/// What the operator last saw of one observed ArgoCD Application.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationObservation {
+    /// Name of the Application.
+    pub name: String,
+    /// Namespace of the Application.
+    pub namespace: String,
+    /// Why it is observed.
+    pub source: ObservationSource,
+    /// `status.sync.status` last seen (Synced, OutOfSync, Unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<String>,
+    /// `status.health.status` last seen (Healthy, Progressing, Degraded, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// When the operator saw it so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_at: Option<Time>,
+    /// The health went through Progressing after the change and back to Healthy: a rollout
+    /// was seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollout_seen: bool,
+    /// What it means for the patch.
+    pub verdict: ObservationVerdict,
+    /// ArgoCD's message where it explains the verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

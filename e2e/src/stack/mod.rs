@@ -48,6 +48,11 @@ pub struct StackOptions {
     pub aws_endpoint: Option<String>,
     /// The provider prefix; `sb-e2e-<random>/` when `None`.
     pub prefix: Option<String>,
+    /// GitOps observation: ArgoCD's real Application CRD installed, the chart's
+    /// `gitops.enabled=true` (read-only RBAC on Applications), `--gitops-observation`.
+    pub gitops: bool,
+    /// More `sb-operator run` flags.
+    pub operator_args: Vec<String>,
 }
 
 /// A running stack.
@@ -81,7 +86,11 @@ impl Stack {
         let prefix = options.prefix.clone().unwrap_or_else(|| format!("sb-e2e-{}/", random_suffix()));
 
         let cluster = Cluster::start(USERS).await?;
-        cluster.install_chart(OPERATOR_NAMESPACE, &[]).await?;
+        let chart_values: &[&str] = if options.gitops { &["--set", "gitops.enabled=true"] } else { &[] };
+        cluster.install_chart(OPERATOR_NAMESPACE, chart_values).await?;
+        if options.gitops {
+            crate::argocd::install_application_crd(&cluster).await?;
+        }
         // The admin step: the agent makes its identity in its own boundary and the admin
         // registers the public key it printed.
         let home = agent::AgentHome::create(&agent_binary, "edge")?;
@@ -99,6 +108,10 @@ impl Stack {
         if let Some(lease) = &options.job_lease {
             args.extend(["--job-lease".into(), lease.clone()]);
         }
+        if options.gitops {
+            args.push("--gitops-observation".into());
+        }
+        args.extend(options.operator_args.iter().cloned());
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let operator = Operator::start(&cluster, &arg_refs).await?;
         let admin = cluster.server.client_as("admin").await?;

@@ -31,6 +31,8 @@ pub struct ControllerMetrics {
     /// Reconciles that counted no approval, by reason (`ApprovalPolicyMissing`,
     /// `AwaitingRequesterConfirmation`).
     pub approvals_withheld: Family<ReasonLabels, Counter>,
+    /// GitOps observation: watch (re)starts, observations in progress, executed → applied.
+    pub gitops: crate::gitops::GitopsMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,7 +61,27 @@ impl Default for ControllerMetrics {
             "Reconciles of a pending request that counted no approval, by reason",
             approvals_withheld.clone(),
         );
-        Self { registry, reconcile_duration, failures, admission_policies_in_force, approvals_withheld }
+        let gitops = crate::gitops::GitopsMetrics {
+            watches: Counter::default(),
+            in_progress: Gauge::default(),
+            executed_to_applied: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+        };
+        registry.register(
+            "gitops_application_watches",
+            "Starts (initial list and watch) of the one shared watch on ArgoCD Applications",
+            gitops.watches.clone(),
+        );
+        registry.register(
+            "gitops_observations_in_progress",
+            "Executed patches whose rollout is being observed",
+            gitops.in_progress.clone(),
+        );
+        registry.register(
+            "gitops_executed_to_applied_seconds",
+            "Time from a patch's execution to its Applied verdict",
+            gitops.executed_to_applied.clone(),
+        );
+        Self { registry, reconcile_duration, failures, admission_policies_in_force, approvals_withheld, gitops }
     }
 }
 

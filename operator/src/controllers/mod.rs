@@ -70,6 +70,8 @@ pub struct Context {
     pub config: ControllerConfig,
     /// The admission policies approvals depend on.
     pub admission: Arc<admission_guard::AdmissionGuard>,
+    /// GitOps observation, when enabled (`--gitops-observation`).
+    pub gitops: Option<Arc<crate::gitops::Observer>>,
 }
 
 impl Context {
@@ -79,10 +81,11 @@ impl Context {
         config: ControllerConfig,
         metrics: Arc<ControllerMetrics>,
         admission: Arc<admission_guard::AdmissionGuard>,
+        gitops: Option<Arc<crate::gitops::Observer>>,
     ) -> Self {
         let reporter = Reporter { controller: "sb-operator".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, recorder, metrics, store, config, admission }
+        Self { client, recorder, metrics, store, config, admission, gitops }
     }
 
     /// Appends an audit event; a failure becomes [`Error::AuditUnavailable`] so the caller

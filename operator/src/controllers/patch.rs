@@ -12,6 +12,7 @@ use kube::{Api, ResourceExt};
 use sb_core::crd::{PatchPhase, RequesterAction, SecretPatch, SecretPatchStatus, requester_did};
 use sb_core::protocol::{JobOutcome, JobPayload, JobResult, PatchJob};
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::instrument;
 
 /// Field manager of every write of this controller.
@@ -45,7 +46,8 @@ fn api(ctx: &Context, obj: &SecretPatch) -> Api<SecretPatch> {
     Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
 }
 
-fn current_status(obj: &SecretPatch) -> SecretPatchStatus {
+/// The status as the operator writes it: everything but the users' entries.
+pub(crate) fn current_status(obj: &SecretPatch) -> SecretPatchStatus {
     let mut status = obj.status.clone().unwrap_or_default();
     status.approvals.clear();
     status.requester_actions.clear();
@@ -58,11 +60,13 @@ async fn step(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
     let phase = obj.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
     let job_id = obj.status.as_ref().and_then(|s| s.job_id.clone());
     match phase {
-        PatchPhase::Executed
-        | PatchPhase::Applied
-        | PatchPhase::AppliedUnverified
-        | PatchPhase::Denied
-        | PatchPhase::Failed => Ok(Action::await_change()),
+        PatchPhase::Executed => match &ctx.gitops {
+            Some(observer) => crate::gitops::observe::observe(obj, ctx, observer).await,
+            None => Ok(Action::await_change()),
+        },
+        PatchPhase::Applied | PatchPhase::AppliedUnverified | PatchPhase::Denied | PatchPhase::Failed => {
+            Ok(Action::await_change())
+        }
         PatchPhase::Queued | PatchPhase::Running if job_id.is_some() => {
             follow_job(obj, ctx, job_id.as_deref().unwrap_or_default()).await
         }
@@ -70,7 +74,8 @@ async fn step(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-async fn transition(
+/// Writes a new phase after auditing it (see the read controller's `transition`).
+pub(crate) async fn transition(
     obj: &SecretPatch,
     ctx: &Context,
     mut status: SecretPatchStatus,
@@ -145,6 +150,13 @@ async fn gate(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
+/// Whether the stored object has left Queued/Running (the cached `obj` is older than it).
+async fn moved_on(api: &Api<SecretPatch>, obj: &SecretPatch) -> Result<bool, Error> {
+    let fresh = api.get_opt(&obj.name_any()).await?;
+    let phase = fresh.as_ref().and_then(|f| f.status.as_ref()).and_then(|s| s.phase);
+    Ok(!matches!(phase, Some(PatchPhase::Queued | PatchPhase::Running)))
+}
+
 /// The patch job of a request.
 fn payload(obj: &SecretPatch) -> Result<JobPayload, Error> {
     let uid = obj.uid().ok_or_else(|| Error::Invalid("the object has no uid".into()))?;
@@ -208,8 +220,10 @@ async fn follow_job(obj: &SecretPatch, ctx: &Context, job_id: &str) -> Result<Ac
                     status.provider_version = Some(provider_version.clone());
                     status.executed_at = Some(now_time());
                     let mut message = format!("written; the provider's version is now {provider_version}");
-                    if obj.spec.observe.is_some() {
-                        message.push_str("; GitOps observation (spec.observe) is not handled by this operator version");
+                    if obj.spec.observe.is_some() && ctx.gitops.is_none() {
+                        message.push_str(
+                            "; spec.observe is not acted on: this operator runs without --gitops-observation",
+                        );
                     }
                     transition(obj, ctx, status, PatchPhase::Executed, "Executed", message).await?;
                 }
@@ -221,6 +235,11 @@ async fn follow_job(obj: &SecretPatch, ctx: &Context, job_id: &str) -> Result<Ac
                     return Err(Error::Invalid(format!("job {job_id} returned a result that is not a patch")));
                 }
                 None => {
+                    // The result is deleted only after the outcome's status write landed, so
+                    // this object may be a stale copy of one that already moved on: look.
+                    if moved_on(&api(ctx, obj), obj).await? {
+                        return Ok(Action::await_change());
+                    }
                     let ok = job.state == JobState::Succeeded;
                     let reason = if ok {
                         "Executed".to_owned()
@@ -240,7 +259,8 @@ async fn follow_job(obj: &SecretPatch, ctx: &Context, job_id: &str) -> Result<Ac
                 }
             }
             ctx.store.delete_result(OPERATOR_ACTOR, job_id).await?;
-            Ok(Action::await_change())
+            // Executed: the next reconcile observes the rollout, if anything is to be observed.
+            Ok(if ctx.gitops.is_some() { Action::requeue(Duration::from_millis(10)) } else { Action::await_change() })
         }
     }
 }

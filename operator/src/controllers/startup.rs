@@ -6,8 +6,9 @@ use super::{Context, agent_registration, discovery, patch, read};
 use futures::StreamExt;
 use kube::api::ListParams;
 use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use sb_core::crd::{AgentRegistration, DiscoveredSecret, DiscoveryJob, SecretPatch, SecretReadRequest};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,35 +59,63 @@ async fn on_shutdown(mut flag: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// The objects of kind `K` whose jobs completed, as they complete: each completion wakes
+/// only its own request. A receiver that lagged behind missed some, so then every object in
+/// the controller's cache is woken instead.
+fn completed<K>(ctx: &Context, store: Store<K>) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let rx = ctx.store.subscribe_completions();
+    let kind = K::kind(&()).into_owned();
+    futures::stream::unfold((rx, store, kind), |(mut rx, store, kind)| async move {
+        let refs: Vec<ObjectRef<K>> = match rx.recv().await {
+            Ok(done) if done.object.kind == kind => {
+                vec![ObjectRef::new(&done.object.name).within(&done.object.namespace)]
+            }
+            Ok(_) => vec![],
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                store.state().iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect()
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((futures::stream::iter(refs), (rx, store, kind)))
+    })
+    .flatten()
+}
+
 /// Runs every controller until `shutdown` turns true.
 pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<bool>) {
     let client = ctx.client.clone();
-    let completions = |ctx: &Arc<Context>| {
-        let rx = ctx.store.subscribe_completions();
-        futures::stream::unfold(rx, |mut rx| async move {
-            match rx.recv().await {
-                // A lagging receiver missed completions: waking everyone covers them.
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
-            }
-        })
-    };
     // A change in whether the admission policies are in force is news for every request
     // waiting for approvals.
-    let reads = Controller::new(Api::<SecretReadRequest>::all(client.clone()), watcher::Config::default())
-        .reconcile_all_on(completions(&ctx))
+    let reads = Controller::new(Api::<SecretReadRequest>::all(client.clone()), watcher::Config::default());
+    let read_store = reads.store();
+    let reads = reads
+        .reconcile_on(completed(&ctx, read_store))
         .reconcile_all_on(ctx.admission.changes())
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(read::reconcile, read::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let patches = Controller::new(Api::<SecretPatch>::all(client.clone()), watcher::Config::default())
-        .reconcile_all_on(completions(&ctx))
+    let patches = Controller::new(Api::<SecretPatch>::all(client.clone()), watcher::Config::default());
+    // One shared Application watch wakes exactly the executed patches an event concerns.
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(observer) = ctx.gitops.clone() {
+        tokio::spawn(observer.run(client.clone(), patches.store(), wake, shutdown.clone()));
+    }
+    let woken = futures::stream::unfold(woken, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let patch_store = patches.store();
+    let patches = patches
+        .reconcile_on(woken)
+        .reconcile_on(completed(&ctx, patch_store))
         .reconcile_all_on(ctx.admission.changes())
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(patch::reconcile, patch::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let discoveries = Controller::new(Api::<DiscoveryJob>::all(client.clone()), watcher::Config::default())
-        .reconcile_all_on(completions(&ctx))
+    let discoveries = Controller::new(Api::<DiscoveryJob>::all(client.clone()), watcher::Config::default());
+    let discovery_store = discoveries.store();
+    let discoveries = discoveries
+        .reconcile_on(completed(&ctx, discovery_store))
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(discovery::reconcile, discovery::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));

@@ -60,6 +60,11 @@ pub struct RunArgs {
     /// pod's terminationGracePeriodSeconds.
     #[arg(long, env = "SB_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Watch ArgoCD Applications (read-only: get/list/watch on applications.argoproj.io) after
+    /// a patch executes, and end it Applied, Failed (RolloutFailed) or AppliedUnverified from
+    /// what they show. Without it an executed patch stays Executed (docs/gitops.md).
+    #[arg(long, env = "SB_GITOPS_OBSERVATION")]
+    pub gitops_observation: bool,
     /// Write the audit chain's head to the ConfigMap `sb-audit-checkpoint` in --namespace
     /// after this many events appended by this replica (also every
     /// --audit-checkpoint-interval and at a clean shutdown).
@@ -160,6 +165,7 @@ mod tests {
         assert!(!args.elect_leader());
         assert!(parse(&["--replicas", "2"]).elect_leader(), "several replicas need a leader");
         assert_eq!(args.drain_timeout, Duration::from_secs(5));
+        assert!(!args.gitops_observation, "observation is off by default");
         assert_eq!(args.checkpoint_config().every_events, 100);
         assert_eq!(args.checkpoint_config().every, Duration::from_secs(30));
     }

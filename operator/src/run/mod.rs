@@ -182,7 +182,11 @@ async fn reconcile_until_drained(
             tracing::info!("admission policies in force: installed, bound in Deny mode, unchanged");
         }
         tokio::spawn(admission.clone().watch(client.clone(), stop_rx.clone()));
-        let ctx = Arc::new(Context::new(client, store, config, controller_metrics, admission));
+        let gitops = args.gitops_observation.then(|| crate::gitops::Observer::new(controller_metrics.gitops.clone()));
+        if gitops.is_none() {
+            tracing::info!("GitOps observation is off (--gitops-observation): executed patches stay Executed");
+        }
+        let ctx = Arc::new(Context::new(client, store, config, controller_metrics, admission, gitops));
         controllers::run_all(ctx, stop_rx).await;
     };
     shutdown::drain_within("the controllers", reconciling, stop, args.drain_timeout).await;

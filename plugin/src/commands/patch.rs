@@ -17,9 +17,30 @@ use crate::target::parse_target;
 use kube::ResourceExt;
 use kube::api::PostParams;
 use sb_core::binding::patch_aad;
-use sb_core::crd::{SecretPatch, SecretPatchSpec, TargetRef};
+use sb_core::crd::{ApplicationRef, ObserveSpec, SecretPatch, SecretPatchSpec, TargetRef};
 use sb_core::seal::{Envelope, Purpose, seal};
 use std::collections::BTreeMap;
+
+/// `--observe ns/app ...` as `spec.observe`.
+fn observe_spec(apps: &[String], timeout: std::time::Duration) -> Result<Option<ObserveSpec>, PluginError> {
+    if apps.is_empty() {
+        return Ok(None);
+    }
+    let applications = apps
+        .iter()
+        .map(|a| match a.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+                Ok(ApplicationRef { namespace: namespace.to_owned(), name: name.to_owned() })
+            }
+            _ => Err(PluginError::Usage(format!("--observe {a}: expected <namespace>/<application>, e.g. argocd/web"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let timeout_seconds = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+    if !(30..=86_400).contains(&timeout_seconds) {
+        return Err(PluginError::Usage("--observe-timeout must be between 30s and 24h".into()));
+    }
+    Ok(Some(ObserveSpec { applications, timeout_seconds }))
+}
 
 pub async fn run(ctx: &Ctx, args: PatchArgs) -> Result<(), PluginError> {
     let target = parse_target(&args.target)?;
@@ -63,7 +84,7 @@ pub async fn run(ctx: &Ctx, args: PatchArgs) -> Result<(), PluginError> {
         values: sealed,
         delete: args.delete.clone(),
         expected_version: args.expected_version.clone(),
-        observe: None,
+        observe: observe_spec(&args.observe, args.observe_timeout)?,
     };
     let mut patch = SecretPatch::new(&name, spec);
     patch.metadata.namespace = Some(ctx.namespace.clone());

@@ -68,19 +68,21 @@ fn patch_row(patch: &SecretPatch) -> Row {
         PatchPhase::Approved => "approved; being queued for the agent".to_owned(),
         PatchPhase::Queued => format!("queued; waiting for agent {agent} to claim the job"),
         PatchPhase::Running => format!("agent {agent} is writing the secret"),
-        PatchPhase::Executed if patch.spec.observe.is_some() => {
-            "written; watching the Applications roll out".to_owned()
-        }
+        PatchPhase::Executed if observing(patch) => "written; watching the Applications roll out".to_owned(),
         PatchPhase::Executed => "written".to_owned(),
         PatchPhase::Applied => "written and rolled out".to_owned(),
         PatchPhase::AppliedUnverified => "written; the rollout was not confirmed in time".to_owned(),
         PatchPhase::Denied => "denied".to_owned(),
         PatchPhase::Failed => "failed".to_owned(),
     };
-    let detail = match status.message.as_deref().filter(|m| !m.is_empty()) {
+    let mut detail = match status.message.as_deref().filter(|m| !m.is_empty()) {
         Some(message) => format!("{phase:?}: {what} — {message}"),
         None => format!("{phase:?}: {what}"),
     };
+    if !status.observations.is_empty() {
+        let apps: Vec<String> = observation_lines(patch);
+        detail.push_str(&format!(" [{}]", apps.join("; ")));
+    }
     Row {
         object: format!("sp/{}", patch.name_any()),
         target: patch.spec.target.canonical(),
@@ -89,7 +91,7 @@ fn patch_row(patch: &SecretPatch) -> Row {
         requester: patch.spec.requester.clone(),
         age: age(patch.metadata.creation_timestamp.as_ref()),
         settled: match phase {
-            PatchPhase::Executed => patch.spec.observe.is_none(),
+            PatchPhase::Executed => !observing(patch),
             other => matches!(
                 other,
                 PatchPhase::Applied | PatchPhase::AppliedUnverified | PatchPhase::Denied | PatchPhase::Failed
@@ -98,6 +100,37 @@ fn patch_row(patch: &SecretPatch) -> Row {
         long_step: matches!(phase, PatchPhase::Queued | PatchPhase::Running | PatchPhase::Executed),
         detail,
     }
+}
+
+/// Whether an executed patch is (or will be) observed on ArgoCD Applications.
+fn observing(patch: &SecretPatch) -> bool {
+    patch.spec.observe.is_some() || patch.status.as_ref().is_some_and(|s| s.observe_deadline.is_some())
+}
+
+/// One line per observed Application: `argocd/web Synced/Healthy: Applied (rollout seen)`.
+fn observation_lines(patch: &SecretPatch) -> Vec<String> {
+    let status = patch.status.clone().unwrap_or_default();
+    status
+        .observations
+        .iter()
+        .map(|o| {
+            let mut line = format!(
+                "{}/{} {}/{}: {:?}",
+                o.namespace,
+                o.name,
+                o.sync.as_deref().unwrap_or("-"),
+                o.health.as_deref().unwrap_or("-"),
+                o.verdict
+            );
+            if o.rollout_seen {
+                line.push_str(" (rollout seen)");
+            }
+            if let Some(message) = &o.message {
+                line.push_str(&format!(" — {message}"));
+            }
+            line
+        })
+        .collect()
 }
 
 pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<(), PluginError> {
@@ -111,6 +144,17 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<(), PluginError> {
         return Ok(());
     }
     print_table(&rows);
+    if let Some((RequestKind::Patch, name)) = &only {
+        // One patch: what each observed Application showed and what it means.
+        let patch = ctx
+            .api::<SecretPatch>()
+            .get(name)
+            .await
+            .map_err(|e| PluginError::from_kube(e, &format!("secretpatch {name}"), &ctx.namespace))?;
+        for line in observation_lines(&patch) {
+            println!("  Application {line}");
+        }
+    }
     Ok(())
 }
 

@@ -41,4 +41,12 @@ kubectl sb status sp/rotate-api -n team-a
 kubectl sb discover edge/vault --prefix team-a/ --name catalog-vault -n team-a   # or examples/discoveryjob.yaml
 kubectl get discoveredsecrets -n team-a -l catalog.secrets-bridge.io/owner=payments
 kubectl sb catalog -l owner=payments -n team-a
+
+# 5. Observe the rollout through ArgoCD (operator chart with --set gitops.enabled=true)
+kubectl sb patch edge/vault:team-a/db password=@newer-password.txt --observe argocd/payments-web \
+  --reason "rotation" --name rotate-db-2 -n team-a
+kubectl approve sp/rotate-db-2 --reason OPS-8 -n team-a
+kubectl sb status -w sp/rotate-db-2 -n team-a                              # Executed, then Applied once payments-web rolled out
+kubectl annotate application payments-web -n argocd \
+  secrets-bridge.io/consumes=edge/vault:team-a/db                          # or: observe it for every patch of that target
 "#;

@@ -65,8 +65,10 @@ async fn run() -> anyhow::Result<()> {
     println!("Starting: a Kubernetes control plane (kube-apiserver v1.34 + etcd; users alice, bob, carol,");
     println!("admin), `helm install` of the operator chart (CRDs, roles, admission policies), sb-operator as");
     println!("the chart's ServiceAccount (SQLite store, local key file), and sb-agent");
-    println!("serving OpenBao dev (provider `vault`) and moto (provider `aws`) as AgentRegistration `edge`...");
-    let options = StackOptions { prefix: Some(format!("demo-{}/", random_suffix())), ..Default::default() };
+    println!("serving OpenBao dev (provider `vault`) and moto (provider `aws`) as AgentRegistration `edge`;");
+    println!("ArgoCD's Application CRD (v3.6.1) for GitOps observation, the operator run with --gitops-observation...");
+    let options =
+        StackOptions { prefix: Some(format!("demo-{}/", random_suffix())), gitops: true, ..Default::default() };
     let mut stack = Stack::start(options).await?;
     stack.narrate = true;
     let outcome = walkthrough::run(&stack).await;

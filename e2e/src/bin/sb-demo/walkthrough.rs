@@ -171,6 +171,57 @@ pub async fn run(s: &Stack) -> anyhow::Result<()> {
     s.kubectl("alice", &["get", "discoveredsecrets", "-n", "team-a", "-l", "catalog.secrets-bridge.io/owner=payments"])
         .await;
     s.kubectl("alice", &["sb", "catalog", "-l", "owner=payments", "-n", "team-a"]).await;
+
+    section(
+        "5. Observe the rollout through ArgoCD",
+        "A patch can name the ArgoCD Applications that consume the secret (or an Application can\n\
+         declare it with the annotation secrets-bridge.io/consumes). The operator, run with\n\
+         --gitops-observation, watches them read-only and ends the patch Applied once each is Synced\n\
+         and Healthy after the change (docs/gitops.md).",
+    );
+    sb_e2e::argocd::create_application(&s.admin, "argocd", "payments-web", &[]).await?;
+    std::fs::write(home.join("newer-password.txt"), format!("pw-{}", sb_e2e::stack::random_suffix()))?;
+    let args = [
+        "sb",
+        "patch",
+        &target,
+        "password=@newer-password.txt",
+        "--observe",
+        "argocd/payments-web",
+        "--reason",
+        "rotation, rolled out by ArgoCD",
+        "--name",
+        "rotate-db-2",
+        "-n",
+        "team-a",
+    ];
+    ensure(s.kubectl_in("alice", &args, None, Some(&home)).await?.ok, "kubectl sb patch --observe")?;
+    ensure(s.kubectl("bob", &["approve", "sp/rotate-db-2", "--reason", "OPS-8", "-n", "team-a"]).await.ok, "approve")?;
+    let executed = s
+        .wait(&s.patches(), "rotate-db-2", "executed", |p| p.status.as_ref().is_some_and(|st| st.executed_at.is_some()))
+        .await?;
+    s.kubectl("alice", &["sb", "status", "sp/rotate-db-2", "-n", "team-a"]).await;
+    let at = executed.status.and_then(|st| st.executed_at).context("executedAt")?.0.as_second();
+    let after = chrono::DateTime::from_timestamp(at + 1, 0).context("time")?;
+    note(
+        "ArgoCD syncs payments-web and its pods roll; the demo writes the Application's status as ArgoCD's controller does:",
+    );
+    let state = sb_e2e::argocd::AppState {
+        sync: "Synced",
+        health: "Healthy",
+        health_message: None,
+        reconciled_at: after,
+        operation: Some(sb_e2e::argocd::Operation {
+            phase: "Succeeded",
+            started_at: after,
+            finished_at: Some(after),
+            message: "successfully synced (all tasks run)".into(),
+        }),
+    };
+    sb_e2e::argocd::write_state(&s.admin, "argocd", "payments-web", &state).await?;
+    s.wait_patch("rotate-db-2", PatchPhase::Applied).await?;
+    s.kubectl("alice", &["get", "secretpatches", "-n", "team-a"]).await;
+    s.kubectl("alice", &["sb", "status", "sp/rotate-db-2", "-n", "team-a"]).await;
     Ok(())
 }
 

@@ -104,8 +104,16 @@ async fn deliver(
             Err(Error::Invalid(format!("job {job_id} returned a result that is not a read")))
         }
         None => {
-            // The result is deleted only after the Delivered status landed, so a finished job
-            // without one never had a deliverable result.
+            // The result is deleted only after the Delivered status landed: this object may
+            // be a stale copy of one that already moved on. If not, the finished job never
+            // had a deliverable result.
+            let fresh = Api::<SecretReadRequest>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+                .get_opt(&obj.name_any())
+                .await?;
+            let phase = fresh.as_ref().and_then(|f| f.status.as_ref()).and_then(|s| s.phase);
+            if !matches!(phase, Some(ReadPhase::Queued | ReadPhase::Running)) {
+                return Ok(Action::await_change());
+            }
             let reason = ctx
                 .store
                 .job_state(job_id)
