@@ -54,7 +54,7 @@ async fn executed_patch(
     assert_eq!(s.bao.get(&path).await.unwrap()["password"], value, "the agent wrote the value");
     let at = executed.status.as_ref().unwrap().executed_at.as_ref().unwrap().0;
     let at = DateTime::from_timestamp(at.as_second(), 0).unwrap();
-    (executed, at)
+    (executed, at, value)
 }
 
 fn state(sync: &'static str, health: &'static str, reconciled: DateTime<Utc>) -> AppState {
@@ -90,7 +90,7 @@ async fn a_patch_observed_through_spec_observe_is_applied_once_the_application_r
     create_application(&admin, ARGOCD, "web", &[]).await.unwrap();
     // Synced and Healthy, but from before the change: no evidence yet.
     write_state(&admin, ARGOCD, "web", &state("Synced", "Healthy", Utc::now() - Duration::minutes(5))).await.unwrap();
-    let (_, executed) = executed_patch(&s, "rotate-web", "web-db", &["argocd/web"], "5m").await;
+    let (_, executed, value) = executed_patch(&s, "rotate-web", "web-db", &["argocd/web"], "5m").await;
     let waiting = s
         .wait(&s.patches(), "rotate-web", "observing argocd/web", |p| {
             observation(p, "web").is_some_and(|o| o.verdict == ObservationVerdict::Waiting)
@@ -139,6 +139,10 @@ async fn a_patch_observed_through_spec_observe_is_applied_once_the_application_r
     assert!(events.stdout.contains("\"reason\": \"Applied\""), "{}", events.stdout);
     assert_eq!(metric(&s, "sb_operator_controller_gitops_executed_to_applied_seconds_count").await, Some(1.0));
 
+    // Observing moved no value anywhere: the store (decrypted columns too), logs, data
+    // directory and the cluster's storage hold only ciphertext.
+    s.assert_no_canary_in_control_plane(&[&value], None).await;
+
     // Read-only: the operator may watch Applications and may not change them.
     let sa = "system:serviceaccount:secrets-bridge:sb-operator";
     for (verb, want) in [("watch", "yes"), ("list", "yes"), ("patch", "no"), ("update", "no"), ("delete", "no")] {
@@ -159,7 +163,7 @@ async fn an_application_that_declares_it_consumes_the_target_is_observed_without
         .await
         .unwrap();
     write_state(&admin, ARGOCD, "api", &state("Synced", "Healthy", Utc::now() - Duration::minutes(5))).await.unwrap();
-    let (_, executed) = executed_patch(&s, "rotate-api", "api-db", &[], "").await;
+    let (_, executed, _) = executed_patch(&s, "rotate-api", "api-db", &[], "").await;
     let observed =
         s.wait(&s.patches(), "rotate-api", "observing argocd/api", |p| observation(p, "api").is_some()).await.unwrap();
     let status = observed.status.as_ref().unwrap();
@@ -175,8 +179,8 @@ async fn a_sync_failing_after_the_change_fails_the_patch_and_one_from_before_is_
     let admin = s.admin.clone();
     create_application(&admin, ARGOCD, "old-failure", &[]).await.unwrap();
     create_application(&admin, ARGOCD, "new-failure", &[]).await.unwrap();
-    let (_, first) = executed_patch(&s, "rotate-old", "old-db", &["argocd/old-failure"], "5m").await;
-    let (_, second) = executed_patch(&s, "rotate-new", "new-db", &["argocd/new-failure"], "5m").await;
+    let (_, first, _) = executed_patch(&s, "rotate-old", "old-db", &["argocd/old-failure"], "5m").await;
+    let (_, second, _) = executed_patch(&s, "rotate-new", "new-db", &["argocd/new-failure"], "5m").await;
 
     // A sync that failed before the change does not speak about it.
     let mut before = state("Synced", "Healthy", first + Duration::seconds(1));
@@ -204,7 +208,8 @@ async fn an_unconfirmed_rollout_and_a_missing_application_end_applied_unverified
     let s = gitops_stack().await;
     let admin = s.admin.clone();
     create_application(&admin, ARGOCD, "stuck", &[]).await.unwrap();
-    let (_, executed) = executed_patch(&s, "rotate-stuck", "stuck-db", &["argocd/stuck", "argocd/ghost"], "30s").await;
+    let (_, executed, _) =
+        executed_patch(&s, "rotate-stuck", "stuck-db", &["argocd/stuck", "argocd/ghost"], "30s").await;
     write_state(&admin, ARGOCD, "stuck", &state("OutOfSync", "Healthy", executed + Duration::seconds(1)))
         .await
         .unwrap();
@@ -238,7 +243,7 @@ async fn an_operator_restarted_mid_observation_still_reaches_the_verdict() {
     let mut s = gitops_stack().await;
     let admin = s.admin.clone();
     create_application(&admin, ARGOCD, "web", &[]).await.unwrap();
-    let (_, executed) = executed_patch(&s, "rotate-restart", "restart-db", &["argocd/web"], "5m").await;
+    let (_, executed, _) = executed_patch(&s, "rotate-restart", "restart-db", &["argocd/web"], "5m").await;
     let observing =
         s.wait(&s.patches(), "rotate-restart", "observing", |p| observation(p, "web").is_some()).await.unwrap();
     let deadline = observing.status.unwrap().observe_deadline;
