@@ -20,14 +20,14 @@ async fn gitops_stack() -> Stack {
 }
 
 /// alice patches `password` of a fresh secret (observing `observe`), bob approves, the agent
-/// writes it; returns the executed patch and its execution time.
+/// writes it; returns the executed patch, its execution time and the value written.
 async fn executed_patch(
     s: &Stack,
     name: &str,
     secret: &str,
     observe: &[&str],
     timeout: &str,
-) -> (SecretPatch, DateTime<Utc>) {
+) -> (SecretPatch, DateTime<Utc>, String) {
     let path = s.ref_of(secret);
     s.bao.put(&path, &BTreeMap::from([("password", "old"), ("username", "reporting")])).await.unwrap();
     let home = s.home_of("alice");
