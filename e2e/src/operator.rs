@@ -54,6 +54,8 @@ pub struct Operator {
     metrics_port: u16,
     starts: u32,
     extra_args: Vec<String>,
+    /// `SB_CRASH_AT` for the next start (a fault-matrix crash point).
+    crash_at: Option<String>,
 }
 
 impl Operator {
@@ -74,6 +76,7 @@ impl Operator {
             metrics_port: free_port()?,
             starts: 0,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            crash_at: None,
         };
         op.spawn(ready).await?;
         Ok(op)
@@ -113,6 +116,7 @@ impl Operator {
             .args(defaults)
             .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
+            .env("SB_CRASH_AT", self.crash_at.as_deref().unwrap_or_default())
             .env("RUST_LOG", "info,sb_operator=debug,kube_runtime=warn,hyper=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -164,6 +168,30 @@ impl Operator {
                 bail!("sb-operator did not stop within {timeout:?} of SIGTERM\n{}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Restarts the process armed to abort at crash point `point` (docs/reliability.md), or
+    /// disarmed with `None`.
+    pub async fn restart_armed(&mut self, point: Option<&str>) -> anyhow::Result<()> {
+        self.crash_at = point.map(str::to_owned);
+        self.restart().await
+    }
+
+    /// Waits until the process exits on its own (an armed crash point); fails after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("sb-operator did not exit within {timeout:?}\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

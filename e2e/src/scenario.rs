@@ -166,18 +166,7 @@ impl Scenario {
         if !groups.is_empty() {
             entry["groups"] = serde_json::json!(groups);
         }
-        let op = if has_approvals {
-            serde_json::json!([{"op": "add", "path": "/status/approvals/-", "value": entry}])
-        } else {
-            serde_json::json!([{"op": "add", "path": "/status/approvals", "value": [entry]}])
-        };
-        let body = op.to_string();
-        self.kubectl(
-            user,
-            &["patch", resource, name, "-n", "team-a", "--subresource=status", "--type=json", "-p", &body],
-            None,
-        )
-        .await
+        self.append_to_status(user, resource, name, "approvals", entry, has_approvals).await
     }
 
     /// Appends `user`'s requester action (`Confirm`, `Revealed`) to `status.requesterActions`
@@ -186,10 +175,24 @@ impl Scenario {
     pub async fn record(&self, user: &str, resource: &str, name: &str, action: &str, has_actions: bool) -> KubectlRun {
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let entry = serde_json::json!({"action": action, "user": user, "time": time});
-        let op = if has_actions {
-            serde_json::json!([{"op": "add", "path": "/status/requesterActions/-", "value": entry}])
+        self.append_to_status(user, resource, name, "requesterActions", entry, has_actions).await
+    }
+
+    /// As `user`, appends `entry` to the list `status.<field>` of `resource/name` in team-a
+    /// (creating the list when `exists` is false) with a JSON patch of the status subresource.
+    async fn append_to_status(
+        &self,
+        user: &str,
+        resource: &str,
+        name: &str,
+        field: &str,
+        entry: serde_json::Value,
+        exists: bool,
+    ) -> KubectlRun {
+        let op = if exists {
+            serde_json::json!([{"op": "add", "path": format!("/status/{field}/-"), "value": entry}])
         } else {
-            serde_json::json!([{"op": "add", "path": "/status/requesterActions", "value": [entry]}])
+            serde_json::json!([{"op": "add", "path": format!("/status/{field}"), "value": [entry]}])
         };
         let body = op.to_string();
         self.kubectl(

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod cli;
 pub mod controllers;
 pub mod crdgen;
+pub mod faults;
 pub mod gitops;
 pub mod kms;
 pub mod policy;

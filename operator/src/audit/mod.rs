@@ -242,6 +242,17 @@ pub async fn append(
 }
 
 /// Reads events with `seq > after`, oldest first, at most `limit`.
+/// The outcome of the last `action` event about object `uid`, if any.
+pub async fn last_outcome(conn: &mut AnyConnection, uid: &str, action: &str) -> Result<Option<String>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT outcome FROM audit_events WHERE object_uid = $1 AND action = $2 ORDER BY seq DESC LIMIT 1")
+            .bind(uid)
+            .bind(action)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(|r| r.try_get("outcome")).transpose()
+}
+
 pub async fn list(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec<AuditRecord>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT seq, at, actor, action, object_kind, object_namespace, object_name, object_uid, outcome, reason, prev_hash, hash \

@@ -88,6 +88,19 @@ impl Context {
         Self { client, recorder, metrics, store, config, admission, gitops }
     }
 
+    /// Audits a phase transition unless it is the object's last recorded transition already
+    /// (the operator died after auditing it and before writing the status, and is making it
+    /// again), so each transition is recorded once.
+    pub async fn audit_transition(&self, event: AuditEvent) -> Result<(), Error> {
+        let last =
+            self.store.last_audit_outcome(&event.object.uid, &event.action).await.map_err(Error::AuditUnavailable)?;
+        if last.as_deref() == Some(event.outcome.as_str()) {
+            tracing::info!(action = %event.action, outcome = %event.outcome, "transition already audited; not recording it twice");
+            return Ok(());
+        }
+        self.audit(event).await
+    }
+
     /// Appends an audit event; a failure becomes [`Error::AuditUnavailable`] so the caller
     /// does not make the transition it was about to make.
     pub async fn audit(&self, event: AuditEvent) -> Result<(), Error> {

@@ -87,11 +87,12 @@ pub(crate) async fn transition(
     let from = obj.status.as_ref().and_then(|s| s.phase);
     if from != Some(phase) {
         let outcome = format!("{phase:?}");
-        ctx.audit(
+        ctx.audit_transition(
             AuditEvent::now(OPERATOR_ACTOR, "patch.transition", audit_object(obj))
                 .outcome(outcome, format!("{reason}: {message}")),
         )
         .await?;
+        crate::faults::crash_point(&format!("patch.transition.{phase:?}.after-audit"));
         ctx.event(obj, matches!(phase, PatchPhase::Failed | PatchPhase::Denied), reason, message.clone()).await;
         tracing::info!(from = ?from, to = ?phase, reason, "phase changed");
     }

@@ -62,6 +62,7 @@ const LEASE_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Runs the operator until SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
+    crate::faults::warn_if_armed();
     crate::tls::install_crypto_provider();
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let keys = args.kms_config().build().await.context("building the key manager")?;

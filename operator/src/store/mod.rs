@@ -190,6 +190,12 @@ impl Store {
         Ok(record)
     }
 
+    /// The outcome of the last `action` audit event about object `uid`.
+    pub async fn last_audit_outcome(&self, uid: &str, action: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        Ok(audit::last_outcome(&mut conn, uid, action).await?)
+    }
+
     /// Audit events after `after`, oldest first.
     pub async fn audit_events(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let mut conn = self.inner.pool.acquire().await?;

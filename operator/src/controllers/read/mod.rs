@@ -83,11 +83,12 @@ async fn transition(
     let from = obj.status.as_ref().and_then(|s| s.phase);
     if from != Some(phase) {
         let outcome = format!("{phase:?}");
-        ctx.audit(
+        ctx.audit_transition(
             AuditEvent::now(OPERATOR_ACTOR, "read.transition", audit_object(obj))
                 .outcome(outcome, format!("{reason}: {message}")),
         )
         .await?;
+        crate::faults::crash_point(&format!("read.transition.{phase:?}.after-audit"));
         let warning = matches!(phase, ReadPhase::Failed | ReadPhase::Denied | ReadPhase::Expired);
         ctx.event(obj, warning, reason, message.clone()).await;
         tracing::info!(from = ?from, to = ?phase, reason, "phase changed");

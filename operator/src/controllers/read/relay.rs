@@ -91,6 +91,7 @@ async fn deliver(
                 message.push_str(&format!(" (missing keys: {})", missing_keys.join(", ")));
             }
             transition(obj, ctx, status, ReadPhase::Delivered, "Delivered", message).await?;
+            crate::faults::crash_point("read.relay.after-status");
             ctx.store.delete_result(OPERATOR_ACTOR, job_id).await?;
             Ok(Action::requeue((expires - now).to_std().unwrap_or_default()))
         }
