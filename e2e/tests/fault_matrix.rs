@@ -192,3 +192,26 @@ async fn operator_killed_after_auditing_executed_before_writing_it() {
     let (code, text) = verify(&s);
     assert_eq!(code, 0, "{text}");
 }
+
+/// Killed while the agent holds the job (after claim, during the provider call): the lease is
+/// in the store, so the agent's completion after the restart is accepted and nothing runs twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_killed_while_the_agent_holds_the_job() {
+    let mut s = Scenario::start().await.unwrap();
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    let recipient = KeyPair::generate();
+    let request = start_read(&s, "crash-c", &recipient).await;
+    let uid = request.metadata.uid.clone().unwrap();
+    s.decide("bob", "srr", "crash-c", "Approve", false).await.expect_ok("bob's approval");
+    s.wait(&api, "crash-c", "Queued", |r| read_phase(r) == Some(ReadPhase::Queued)).await.unwrap();
+    let jobs = s.agent.claim(1).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    s.operator.kill();
+    s.operator.restart_armed(None).await.unwrap();
+    assert!(s.agent.claim(0).await.unwrap().is_empty(), "a leased job is not handed out twice");
+    s.agent.complete(&jobs[0], sealed_read(&uid, &jobs[0].payload, &recipient)).await.unwrap();
+    s.wait(&api, "crash-c", "Delivered", |r| read_phase(r) == Some(ReadPhase::Delivered)).await.unwrap();
+    once_each(&audited(&s, &uid, "read.transition").await);
+    let (code, text) = verify(&s);
+    assert_eq!(code, 0, "{text}");
+}
