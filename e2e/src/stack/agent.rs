@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// The agent's config: `vault` (token auth from `VAULT_TOKEN`) and `aws` (static moto
 /// credentials), both limited to `prefix`.
-pub fn config_yaml(prefix: &str, bao: &Bao, aws_endpoint: &str) -> String {
+pub fn config_yaml(prefix: &str, vault_address: &str, aws_endpoint: &str) -> String {
     format!(
         r#"discoveryPageSize: 2
 providers:
@@ -28,7 +28,7 @@ providers:
     staticCredentials: {{accessKeyId: testing, secretAccessKeyEnv: AWS_SECRET_ACCESS_KEY}}
     allowedPrefixes: ["{prefix}"]
 "#,
-        bao.addr
+        vault_address
     )
 }
 

@@ -46,6 +46,8 @@ pub struct StackOptions {
     pub job_lease: Option<String>,
     /// Where the agent reaches AWS; moto when `None` (a proxy in front of moto for fault tests).
     pub aws_endpoint: Option<String>,
+    /// Where the agent reaches OpenBao; the shared one when `None` (a proxy for fault tests).
+    pub vault_endpoint: Option<String>,
     /// The provider prefix; `sb-e2e-<random>/` when `None`.
     pub prefix: Option<String>,
     /// GitOps observation: ArgoCD's real Application CRD installed, the chart's
@@ -117,7 +119,8 @@ impl Stack {
         let admin = cluster.server.client_as("admin").await?;
 
         let aws_endpoint = options.aws_endpoint.clone().unwrap_or_else(|| moto.endpoint.clone());
-        let config = agent::config_yaml(&prefix, &bao, &aws_endpoint);
+        let vault_address = options.vault_endpoint.clone().unwrap_or_else(|| bao.addr.clone());
+        let config = agent::config_yaml(&prefix, &vault_address, &aws_endpoint);
         let regs: Api<AgentRegistration> = Api::all(admin.clone());
         let published = wait_until(
             &regs,

@@ -98,3 +98,51 @@ async fn pump(client: TcpStream, server: TcpStream, marker: &str, hold: Arc<Atom
     };
     tokio::join!(up, down);
 }
+
+/// A TCP proxy that can take a provider "down" for one test without stopping the shared
+/// service: while down it closes every connection it has and every new one at once, as a
+/// provider that stopped would look to the agent.
+pub struct SwitchProxy {
+    /// `http://127.0.0.1:<port>`, to put in the agent's config.
+    pub endpoint: String,
+    up: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SwitchProxy {
+    /// Forwards to `upstream` (`host:port`), up.
+    pub async fn start(upstream: &str) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let (up, watch) = tokio::sync::watch::channel(true);
+        let upstream = upstream.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let (upstream, mut watch) = (upstream.clone(), watch.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { endpoint, up, task })
+    }
+
+    /// Takes the provider down (`false`) or brings it back (`true`).
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+impl Drop for SwitchProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -33,6 +33,20 @@ use std::time::Duration;
 /// fails.
 pub const MAX_ATTEMPTS: u32 = 5;
 
+/// How long after a retryable failure of attempt `attempts` (1-based) the job is queued
+/// again: 2, 4, 8, 16 s, so the [`MAX_ATTEMPTS`] attempts span about half a minute and a
+/// provider that is down for a few seconds (restarting, failing over) is waited out.
+pub fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs((1u64 << attempts.clamp(1, 5)).min(30))
+}
+
+/// When a job that failed retryably (last written at `failed_at`) may run again; `None` when
+/// that time has come.
+pub fn retry_wait(failed_at: chrono::DateTime<chrono::Utc>, attempts: u32) -> Option<(chrono::DateTime<chrono::Utc>, Duration)> {
+    let at = failed_at + chrono::Duration::from_std(retry_delay(attempts)).unwrap_or_default();
+    (at - chrono::Utc::now()).to_std().ok().filter(|d| !d.is_zero()).map(|d| (at, d))
+}
+
 /// The actor name under which the operator's own transitions are audited.
 pub const OPERATOR_ACTOR: &str = "operator";
 

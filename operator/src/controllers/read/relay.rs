@@ -50,6 +50,11 @@ pub(super) async fn follow_job(obj: &SecretReadRequest, ctx: &Context, job_id: &
         }
         JobState::Failed if job.retryable == Some(true) && job.attempts < crate::controllers::MAX_ATTEMPTS => {
             let reason = job.outcome_reason.clone().unwrap_or_default();
+            if let Some((at, wait)) = crate::controllers::retry_wait(job.updated_at, job.attempts) {
+                let message = format!("attempt {} failed ({reason}); job {job_id} runs again at {at}", job.attempts);
+                transition(obj, ctx, status, ReadPhase::Queued, "Retrying", message).await?;
+                return Ok(Action::requeue(wait));
+            }
             ctx.store.requeue_job(OPERATOR_ACTOR, job_id, &payload(obj)?).await?;
             let message = format!("attempt {} failed ({reason}); job {job_id} queued again", job.attempts);
             transition(obj, ctx, status, ReadPhase::Queued, "Retrying", message).await?;
