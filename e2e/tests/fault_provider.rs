@@ -23,9 +23,12 @@ async fn a_read_while_openbao_is_down_retries_and_is_delivered_once_it_is_back()
 
     proxy.set_up(false);
     let target = format!("edge/vault:{path}");
-    s.kubectl("alice", &["sb", "read", &target, "--key", "password", "--reason", "INC-9", "--name", "down", "-n", "team-a"])
-        .await
-        .expect_ok("alice's read");
+    s.kubectl(
+        "alice",
+        &["sb", "read", &target, "--key", "password", "--reason", "INC-9", "--name", "down", "-n", "team-a"],
+    )
+    .await
+    .expect_ok("alice's read");
     s.wait_read("down", ReadPhase::Pending).await.unwrap();
     s.kubectl("bob", &["approve", "srr/down", "--reason", "ok", "-n", "team-a"]).await.expect_ok("approval");
     let retrying = s
