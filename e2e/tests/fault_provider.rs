@@ -9,6 +9,7 @@ use sb_e2e::stack::canary::new_canary;
 use sb_e2e::stack::proxy::SwitchProxy;
 use sb_e2e::stack::{Stack, StackOptions};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_while_openbao_is_down_retries_and_is_delivered_once_it_is_back() {
@@ -51,4 +52,38 @@ async fn a_read_while_openbao_is_down_retries_and_is_delivered_once_it_is_back()
     let logs = s.operator.logs();
     assert_eq!(logs.matches("\"message\":\"job queued\"").count(), 1, "one job:\n{logs}");
     s.assert_no_canary_in_control_plane(&[&canary], None).await;
+}
+
+/// PostgreSQL "restarted" mid-flow: the operator's database refuses connections and every
+/// open one is cut while a read is being approved; once it is back the operator reconnects,
+/// nothing is lost and the read is delivered with one job.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgresql_restarted_mid_flow_loses_nothing() {
+    let db = sb_e2e::stack::pg::FreshDatabase::create().unwrap();
+    let mut s = Stack::start(StackOptions { database_url: Some(db.url.clone()), ..Default::default() }).await.unwrap();
+    let canary = new_canary();
+    let path = s.ref_of("pg");
+    s.bao.put(&path, &BTreeMap::from([("password", canary.as_str())])).await.unwrap();
+    let target = format!("edge/vault:{path}");
+    s.kubectl(
+        "alice",
+        &["sb", "read", &target, "--key", "password", "--reason", "INC-7", "--name", "pg", "-n", "team-a"],
+    )
+    .await
+    .expect_ok("alice's read");
+    s.wait_read("pg", ReadPhase::Pending).await.unwrap();
+
+    db.go_down().unwrap();
+    s.kubectl("bob", &["approve", "srr/pg", "--reason", "ok", "-n", "team-a"]).await.expect_ok("approval");
+    // The operator tries, fails on the store, and backs off: the approval waits, not lost.
+    s.operator.wait_for_log("reconcile failed", Duration::from_secs(30)).await.unwrap();
+    assert_ne!(s.reads().get("pg").await.unwrap().status.and_then(|st| st.phase), Some(ReadPhase::Delivered));
+    db.come_back().unwrap();
+
+    s.wait_read("pg", ReadPhase::Delivered).await.unwrap();
+    let shown = s.kubectl("alice", &["sb", "reveal", "pg", "-n", "team-a"]).await.expect_ok("reveal");
+    assert!(shown.stdout.contains(&canary));
+    let logs = s.operator.logs();
+    assert_eq!(logs.matches("\"message\":\"job queued\"").count(), 1, "one job:\n{logs}");
+    s.assert_no_canary_in_control_plane(&[&canary], Some(&db.dump().unwrap())).await;
 }

@@ -39,6 +39,20 @@ impl FreshDatabase {
         Ok(Self { url: format!("{base}/{name}"), name })
     }
 
+    /// Takes the database away as a server restart does: new connections are refused and
+    /// every open one (the operator's pool and its LISTEN connection) is cut. Other tests'
+    /// databases on the same server are untouched.
+    pub fn go_down(&self) -> anyhow::Result<()> {
+        let admin = admin_url();
+        psql(&admin, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", self.name))?;
+        psql(&admin, &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'", self.name))
+    }
+
+    /// Lets connections in again.
+    pub fn come_back(&self) -> anyhow::Result<()> {
+        psql(&admin_url(), &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", self.name))
+    }
+
     /// Schema and every row, as `pg_dump` prints them.
     pub fn dump(&self) -> anyhow::Result<String> {
         let out = Command::new("pg_dump").arg(&self.url).output().context("running pg_dump")?;
