@@ -1,25 +1,34 @@
 //! TLS for the agent API: a serving certificate (cert-manager's `tls.crt` / `tls.key` /
 //! `ca.crt`, or one generated here with its own CA), the SPKI pin agents check, and a
-//! rustls + hyper accept loop. Only the ring provider is used.
+//! rustls + hyper accept loop that survives accept errors and bounds handshakes, request
+//! headers, idle connections and how many are open ([`ListenerLimits`]). Only the ring
+//! provider is used.
 
 use axum::Router;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
@@ -165,41 +174,214 @@ pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<String, TlsError> {
     Ok(STANDARD.encode(Sha256::digest(parsed.subject_public_key_info().as_ref())))
 }
 
+/// Limits of the agent API listener (`sb-operator run --agent-api-*`; docs/reliability.md,
+/// "Agent API limits and hostile input").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// From accepting a connection to a completed TLS handshake; a client that sends no
+    /// ClientHello (or stalls in the middle of one) is disconnected after it.
+    pub handshake_timeout: Duration,
+    /// HTTP/1.1: from the moment the server waits for a request until its headers are
+    /// complete (hyper's `header_read_timeout`). hyper runs the same clock while an idle
+    /// keep-alive connection waits for its next request, so an HTTP/1.1 connection idle this
+    /// long is closed too.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2 gets GOAWAY and
+    /// is cut if it has not ended after `header_timeout` more). A request in flight (a
+    /// long-poll claim) never counts as idle.
+    pub idle_timeout: Duration,
+    /// Open connections (including those still shaking hands) at most; a connection accepted
+    /// beyond it is closed at once, without a handshake, and counted.
+    pub max_connections: usize,
+    /// On shutdown, how long open connections get to finish before they are cut.
+    pub drain: Duration,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 1024,
+            drain: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Metrics of the agent API listener; [`crate::api::Metrics`] registers them.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerMetrics {
+    /// Connections open right now (from accept to close, handshakes included).
+    pub connections_open: Gauge,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_refused: Counter,
+    /// Failed `accept` calls (e.g. EMFILE: out of file descriptors).
+    pub accept_errors: Counter,
+    /// Connections closed because the TLS handshake did not finish in time.
+    pub handshake_timeouts: Counter,
+    /// HTTP/1.1 connections closed because request headers did not arrive in time.
+    pub header_timeouts: Counter,
+    /// Connections closed because no request was in flight for the idle timeout.
+    pub idle_closed: Counter,
+}
+
+impl ListenerMetrics {
+    /// Registers the series (`…_agent_api_connections_open`, `…_connections_refused_total`,
+    /// `…_accept_errors_total`, `…_handshake_timeouts_total`, `…_header_timeouts_total`,
+    /// `…_idle_connections_closed_total`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "agent_api_connections_open",
+            "Agent API connections open (handshakes included)",
+            self.connections_open.clone(),
+        );
+        registry.register(
+            "agent_api_connections_refused",
+            "Agent API connections closed at once because the connection cap was reached",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "agent_api_accept_errors",
+            "Failed accepts on the agent API listener (e.g. out of file descriptors)",
+            self.accept_errors.clone(),
+        );
+        registry.register(
+            "agent_api_handshake_timeouts",
+            "Agent API connections closed because the TLS handshake timed out",
+            self.handshake_timeouts.clone(),
+        );
+        registry.register(
+            "agent_api_header_timeouts",
+            "Agent API connections closed because request headers did not arrive in time",
+            self.header_timeouts.clone(),
+        );
+        registry.register(
+            "agent_api_idle_connections_closed",
+            "Agent API connections closed after the idle timeout with no request in flight",
+            self.idle_closed.clone(),
+        );
+    }
+}
+
+/// A source of accepted connections: [`TcpListener`], or a wrapper that injects failures in
+/// tests. `accept` must be cancel-safe (it is raced against shutdown).
+pub trait Accept: Send {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Io = TcpStream;
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
+/// After a failed accept the loop waits this long, doubling up to [`ACCEPT_BACKOFF_MAX`]; a
+/// successful accept starts over.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Repeated accept errors and refusals are logged at most this often (they are all counted).
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Serves `app` over TLS on `listener` until `shutdown` resolves. Each connection does its
-/// handshake on its own task so a slow client cannot stall the accept loop.
+/// handshake on its own task so a slow client cannot stall the accept loop; `limits` bound
+/// the handshake, the request headers, idle connections and how many are open.
+///
+/// A failed accept (EMFILE, ENFILE, ENOBUFS, …) is logged, counted and followed by a bounded
+/// back-off ([`ACCEPT_BACKOFF_MIN`] doubling to [`ACCEPT_BACKOFF_MAX`]); the loop keeps
+/// serving. Errors about one connection only (reset or aborted before it was accepted) are
+/// retried at once.
 ///
 /// On shutdown it stops accepting, asks every open connection to finish (HTTP/1.1 closes
 /// once the request in progress is answered, an idle keep-alive connection at once; HTTP/2
-/// sends GOAWAY) and waits up to `drain` for them; connections still open then (a client
-/// stalled mid-request, a handshake in progress, a long-poll nobody ended) are cut, and that
-/// is logged.
-pub async fn serve_tls(
-    listener: TcpListener,
+/// sends GOAWAY) and waits up to `limits.drain` for them; connections still open then (a
+/// client stalled mid-request, a handshake in progress, a long-poll nobody ended) are cut,
+/// and that is logged.
+pub async fn serve_tls<L: Accept>(
+    mut listener: L,
     config: Arc<ServerConfig>,
     app: Router,
-    shutdown: impl std::future::Future<Output = ()>,
-    drain: Duration,
+    shutdown: impl Future<Output = ()>,
+    limits: ListenerLimits,
+    metrics: ListenerMetrics,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(config);
     let (closing_tx, closing) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut failing = Throttled::default();
+    let mut refusing = Throttled::default();
     tokio::pin!(shutdown);
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
             // Reap finished connections so the set holds only open ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        connections.spawn(serve_connection(acceptor.clone(), app.clone(), tcp, peer, closing.clone()));
+        let (io, peer) = match accepted {
+            Ok(accepted) => {
+                if let Some(errors) = failing.recovered() {
+                    tracing::debug!(errors, "the agent API accepts connections again");
+                }
+                backoff = ACCEPT_BACKOFF_MIN;
+                accepted
+            }
+            Err(e) => {
+                metrics.accept_errors.inc();
+                if is_per_connection(&e) {
+                    tracing::debug!(error = %e, "an agent API connection failed before it was accepted");
+                    continue;
+                }
+                if let Some(since) = failing.due() {
+                    tracing::error!(
+                        error = %e,
+                        errors_since_last_report = since,
+                        retry_in = ?backoff,
+                        "accepting agent API connections fails; backing off and retrying"
+                    );
+                }
+                let wait = backoff;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.connections_refused.inc();
+            if let Some(since) = refusing.due() {
+                tracing::warn!(
+                    %peer,
+                    max_connections = limits.max_connections,
+                    refused_since_last_report = since,
+                    "agent API connection cap reached; closing new connections at once"
+                );
+            }
+            drop(io);
+            continue;
+        };
+        let connection = Connection {
+            acceptor: acceptor.clone(),
+            app: app.clone(),
+            peer,
+            limits: limits.clone(),
+            metrics: metrics.clone(),
+            closing: closing.clone(),
+        };
+        connections.spawn(connection.serve(io, slot));
     }
     drop(listener);
     let _ = closing_tx.send(true);
-    let drained = tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(limits.drain, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             open = connections.len(),
-            ?drain,
+            drain = ?limits.drain,
             "agent API connections still open after the drain timeout; closing them"
         );
         connections.shutdown().await;
@@ -207,47 +389,191 @@ pub async fn serve_tls(
     Ok(())
 }
 
-async fn serve_connection(
+/// Accept errors about one connection, not about the listener: retried without a pause.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
+}
+
+/// Logs a repeating condition at most every [`LOG_EVERY`], with how often it happened between.
+#[derive(Default)]
+struct Throttled {
+    last: Option<tokio::time::Instant>,
+    unreported: u64,
+    total: u64,
+}
+
+impl Throttled {
+    /// One more occurrence; `Some(occurrences since the last report)` when it is time to log.
+    fn due(&mut self) -> Option<u64> {
+        self.total += 1;
+        self.unreported += 1;
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < LOG_EVERY) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
+
+    /// The condition ended; `Some(occurrences)` if it had happened since it last ended. The
+    /// report clock keeps running, so a condition that comes and goes is not logged each time.
+    fn recovered(&mut self) -> Option<u64> {
+        let total = std::mem::take(&mut self.total);
+        (total > 0).then_some(total)
+    }
+}
+
+/// Keeps [`ListenerMetrics::connections_open`] counting one connection until dropped.
+struct Open(Gauge);
+
+impl Open {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Requests in flight on one connection and since when it has had none.
+#[derive(Clone, Copy, Debug)]
+struct Activity {
+    in_flight: usize,
+    idle_since: tokio::time::Instant,
+}
+
+/// Counts one request in flight until dropped (answered, or abandoned with its connection).
+struct InFlight(Arc<watch::Sender<Activity>>);
+
+impl InFlight {
+    fn start(activity: &Arc<watch::Sender<Activity>>) -> Self {
+        activity.send_modify(|a| a.in_flight += 1);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|a| {
+            a.in_flight -= 1;
+            a.idle_since = tokio::time::Instant::now();
+        });
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
     acceptor: TlsAcceptor,
     app: Router,
-    tcp: TcpStream,
     peer: SocketAddr,
-    mut closing: watch::Receiver<bool>,
-) {
-    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
-    let tls = tokio::select! {
-        tls = handshake => match tls {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        },
-        // No request has started on a connection still shaking hands: drop it.
-        _ = closing.wait_for(|closing| *closing) => return,
-    };
-    let service = TowerToHyperService::new(app);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(connection);
-    let mut finishing = false;
-    loop {
-        tokio::select! {
-            served = connection.as_mut() => {
-                if let Err(e) = served {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+    limits: ListenerLimits,
+    metrics: ListenerMetrics,
+    closing: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn serve<I: AsyncRead + AsyncWrite + Unpin + 'static>(mut self, io: I, _slot: OwnedSemaphorePermit) {
+        let _open = Open::new(&self.metrics.connections_open);
+        let peer = self.peer;
+        let handshake = tokio::time::timeout(self.limits.handshake_timeout, self.acceptor.accept(io));
+        let tls = tokio::select! {
+            tls = handshake => match tls {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
                 }
-                return;
+                Err(_) => {
+                    self.metrics.handshake_timeouts.inc();
+                    tracing::debug!(%peer, timeout = ?self.limits.handshake_timeout, "TLS handshake timed out");
+                    return;
+                }
+            },
+            // No request has started on a connection still shaking hands: drop it.
+            _ = self.closing.wait_for(|closing| *closing) => return,
+        };
+        // The protocol is the one ALPN agreed on: no sniffing of the first bytes, which hyper
+        // does without any timer (a client that sends nothing would be held for good).
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+        let activity = Arc::new(watch::Sender::new(Activity { in_flight: 0, idle_since: tokio::time::Instant::now() }));
+        let mut idle = activity.subscribe();
+        let tracked = activity.clone();
+        let service = tower::ServiceExt::<Request<Incoming>>::map_future(self.app.clone(), move |response| {
+            let in_flight = InFlight::start(&tracked);
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
             }
-            _ = closing.wait_for(|closing| *closing), if !finishing => {
-                finishing = true;
-                connection.as_mut().graceful_shutdown();
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
+        tokio::pin!(connection);
+        let (mut shutting_down, mut finishing) = (false, false);
+        // When the idle timeout asked the connection to finish; it is cut once it has had no
+        // request in flight for `header_timeout` more (an HTTP/2 peer that ignores GOAWAY).
+        let mut idle_closing: Option<tokio::time::Instant> = None;
+        loop {
+            let now = *idle.borrow_and_update();
+            let wake = match idle_closing {
+                _ if now.in_flight > 0 => None,
+                Some(since) => Some(since.max(now.idle_since) + self.limits.header_timeout),
+                None if !finishing => Some(now.idle_since + self.limits.idle_timeout),
+                None => None,
+            };
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(e) = served {
+                        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                            self.metrics.header_timeouts.inc();
+                            tracing::debug!(%peer, timeout = ?self.limits.header_timeout, "request headers timed out");
+                        } else {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    return;
+                }
+                _ = self.closing.wait_for(|closing| *closing), if !shutting_down => {
+                    shutting_down = true;
+                    if !finishing {
+                        finishing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = idle.changed() => {}
+                () = sleep_until_some(wake) => {
+                    if idle.borrow().in_flight > 0 {
+                        // A request began as the timer fired: it is not idle.
+                    } else if idle_closing.is_some() {
+                        tracing::debug!(%peer, "an idle connection did not close after GOAWAY; cutting it");
+                        return;
+                    } else {
+                        self.metrics.idle_closed.inc();
+                        tracing::debug!(%peer, timeout = ?self.limits.idle_timeout, "closing an idle connection");
+                        idle_closing = Some(tokio::time::Instant::now());
+                        if !finishing {
+                            finishing = true;
+                            connection.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
             }
         }
+    }
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,7 +8,7 @@ use sb_core::identity::{AgentKeys, RequestSignature, SIGNATURE_HEADER};
 use sb_core::protocol::{CLAIM_PATH, ClaimResponse, ErrorBody, ErrorReason};
 use sb_operator::api::{ApiConfig, ApiState, router};
 use sb_operator::store::{StoreOptions, StoredAuthKey};
-use sb_operator::tls::{ServingTls, serve_tls, spki_sha256};
+use sb_operator::tls::{ListenerLimits, ServingTls, serve_tls, spki_sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,7 +49,9 @@ async fn agents_reach_the_api_over_pinned_tls() {
     let stopping = async {
         let _ = stopped.await;
     };
-    let server = tokio::spawn(serve_tls(listener, tls.server_config().unwrap(), app, stopping, Duration::from_secs(5)));
+    let limits = ListenerLimits { drain: Duration::from_secs(5), ..ListenerLimits::default() };
+    let server =
+        tokio::spawn(serve_tls(listener, tls.server_config().unwrap(), app, stopping, limits, Default::default()));
 
     let url = format!("https://127.0.0.1:{}{CLAIM_PATH}", addr.port());
     let client = client_trusting(Some(&tls.ca_pem));
@@ -115,7 +117,16 @@ async fn shutdown_answers_a_long_poll_and_cuts_a_stalled_client_after_the_drain_
         }
     };
     let drain = Duration::from_millis(500);
-    let server = tokio::spawn(serve_tls(listener, tls.server_config().unwrap(), router(state), stopping, drain));
+    let limits = ListenerLimits { drain, ..ListenerLimits::default() };
+    let listener_metrics = metrics.listener.clone();
+    let server = tokio::spawn(serve_tls(
+        listener,
+        tls.server_config().unwrap(),
+        router(state),
+        stopping,
+        limits,
+        listener_metrics,
+    ));
 
     // A client that shakes hands, then sends half a request and stalls.
     let mut roots = rustls::RootCertStore::empty();

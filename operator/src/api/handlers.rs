@@ -3,10 +3,10 @@
 
 use super::ApiState;
 use super::error::ApiError;
-use super::extract::{AuthedAgent, StrictJson};
+use super::extract::{AuthedAgent, JobId, StrictJson};
 use super::metrics::OutcomeLabels;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use sb_core::identity::sealing_key_statement;
 use sb_core::protocol::{
@@ -21,6 +21,13 @@ pub(super) async fn heartbeat(
     AuthedAgent(agent, signer): AuthedAgent,
     StrictJson(request): StrictJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    // Both are stored as they are and shown in audit events: bounded, printable.
+    if !printable(&request.agent_version, 128) {
+        return Err(ApiError::invalid_field("agentVersion must be 1 to 128 printable characters"));
+    }
+    if !printable(&request.sealing_key_signed_at, 64) {
+        return Err(ApiError::invalid_field("sealingKeySignedAt must be 1 to 64 printable characters"));
+    }
     let key = PublicKey::from_base64(&request.sealing_public_key)
         .map_err(|_| ApiError::invalid_field("sealingPublicKey is not a base64 X25519 public key"))?;
     if key.key_id() != request.sealing_key_id {
@@ -71,10 +78,20 @@ pub(super) async fn claim(
 #[tracing::instrument(skip_all, fields(job_id = %job_id, agent = %agent))]
 pub(super) async fn complete(
     State(state): State<ApiState>,
-    Path(job_id): Path<String>,
+    JobId(job_id): JobId,
     AuthedAgent(agent, _): AuthedAgent,
     StrictJson(request): StrictJson<CompleteRequest>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
+    // A failure's reason is stored in the clear and becomes the reason of the request's
+    // Kubernetes condition and Event, which Kubernetes expects to be a CamelCase word (an
+    // Event's reason of more than 128 characters is refused).
+    if let JobOutcome::Failed(failure) = &request.outcome
+        && !is_condition_reason(&failure.reason)
+    {
+        return Err(ApiError::invalid_field(
+            "a failure's reason must be a CamelCase word (letters, digits, '_', ',' or ':'; at most 128)",
+        ));
+    }
     let response = state.store.complete_job(&agent, &job_id, &request).await.inspect_err(|e| {
         tracing::info!(reason = e.metric_label(), "completion refused");
     })?;
@@ -90,11 +107,27 @@ pub(super) async fn complete(
 #[tracing::instrument(skip_all, fields(job_id = %job_id, agent = %agent))]
 pub(super) async fn catalog_page(
     State(state): State<ApiState>,
-    Path(job_id): Path<String>,
+    JobId(job_id): JobId,
     AuthedAgent(agent, _): AuthedAgent,
     StrictJson(page): StrictJson<CatalogPage>,
 ) -> Result<Json<crate::store::CatalogAck>, ApiError> {
     Ok(Json(state.store.record_catalog_page(&agent, &job_id, &page).await?))
+}
+
+/// Between 1 and `max` bytes, no control characters.
+fn printable(text: &str, max: usize) -> bool {
+    (1..=max).contains(&text.len()) && !text.chars().any(char::is_control)
+}
+
+/// What Kubernetes accepts as a condition's reason (`^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`),
+/// at most 128 characters.
+fn is_condition_reason(reason: &str) -> bool {
+    let bytes = reason.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else { return false };
+    bytes.len() <= 128
+        && first.is_ascii_alphabetic()
+        && (last.is_ascii_alphanumeric() || *last == b'_')
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"_,:".contains(b))
 }
 
 pub(super) async fn not_found() -> ApiError {

@@ -2,6 +2,7 @@
 //! so scraping never needs an agent credential.
 
 use crate::store::Store;
+use crate::tls::ListenerMetrics;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -31,7 +32,7 @@ pub struct Metrics {
     registry: Registry,
     /// Agent API requests by route template and status.
     pub requests: Family<RequestLabels, Counter>,
-    /// Requests with a missing or wrong bearer secret.
+    /// Requests with a missing, unregistered or non-verifying signature.
     pub auth_failures: Counter,
     /// Jobs handed to agents.
     pub jobs_claimed: Counter,
@@ -39,6 +40,9 @@ pub struct Metrics {
     pub jobs_completed: Family<OutcomeLabels, Counter>,
     /// Long-poll claims waiting for a job right now.
     pub claims_waiting: Gauge,
+    /// The TLS listener's connection metrics (open, refused over the cap, accept errors,
+    /// handshake, header and idle timeouts).
+    pub listener: ListenerMetrics,
 }
 
 impl Default for Metrics {
@@ -58,7 +62,9 @@ impl Default for Metrics {
             "Long-poll claims waiting for a job right now",
             claims_waiting.clone(),
         );
-        Self { registry, requests, auth_failures, jobs_claimed, jobs_completed, claims_waiting }
+        let listener = ListenerMetrics::default();
+        listener.register(&mut registry);
+        Self { registry, requests, auth_failures, jobs_claimed, jobs_completed, claims_waiting, listener }
     }
 }
 

@@ -9,7 +9,7 @@ mod metrics;
 mod serve;
 
 pub use error::ApiError;
-pub use extract::{AuthedAgent, StrictJson};
+pub use extract::{AuthedAgent, JobId, StrictJson};
 pub use metrics::{Metrics, ops_router};
 pub use serve::{ServeOptions, serve};
 

@@ -3,12 +3,13 @@
 use super::{ApiConfig, ApiState, ops_router, router};
 use crate::shutdown::{drain_within, stopped};
 use crate::store::Store;
-use crate::tls::ServingTls;
+use crate::tls::{ListenerLimits, ServingTls};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// On shutdown, how long open connections get to finish before they are cut.
+/// On shutdown, how long the metrics listener's connections get to finish before they are
+/// cut (the agent API's is `listener.drain`).
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Where and how to serve.
@@ -20,6 +21,8 @@ pub struct ServeOptions {
     pub ops_listen: SocketAddr,
     pub tls: ServingTls,
     pub api: ApiConfig,
+    /// Timeouts and the connection cap of the agent API listener.
+    pub listener: ListenerLimits,
 }
 
 /// Serves until `shutdown` resolves; returns the first listener error.
@@ -57,7 +60,8 @@ pub async fn serve(
             long_polls.end_long_polls();
         }
     };
-    let api_server = crate::tls::serve_tls(api_listener, config, router(state), api_stop, DRAIN);
+    let metrics = state.metrics.listener.clone();
+    let api_server = crate::tls::serve_tls(api_listener, config, router(state), api_stop, options.listener, metrics);
     let (api, ops) = tokio::join!(api_server, ops_server);
     api.and(ops.unwrap_or(Ok(())))
 }

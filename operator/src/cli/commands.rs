@@ -30,6 +30,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ops_listen: args.ops_listen,
         tls,
         api: ApiConfig { body_limit: args.body_limit, ..ApiConfig::default() },
+        listener: crate::tls::ListenerLimits::default(),
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

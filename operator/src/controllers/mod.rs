@@ -42,7 +42,10 @@ pub fn retry_delay(attempts: u32) -> Duration {
 
 /// When a job that failed retryably (last written at `failed_at`) may run again; `None` when
 /// that time has come.
-pub fn retry_wait(failed_at: chrono::DateTime<chrono::Utc>, attempts: u32) -> Option<(chrono::DateTime<chrono::Utc>, Duration)> {
+pub fn retry_wait(
+    failed_at: chrono::DateTime<chrono::Utc>,
+    attempts: u32,
+) -> Option<(chrono::DateTime<chrono::Utc>, Duration)> {
     let at = failed_at + chrono::Duration::from_std(retry_delay(attempts)).unwrap_or_default();
     (at - chrono::Utc::now()).to_std().ok().filter(|d| !d.is_zero()).map(|d| (at, d))
 }

@@ -32,6 +32,31 @@ pub struct RunArgs {
     /// generated on first start when absent.
     #[arg(long, env = "SB_TLS_SECRET", default_value = "sb-operator-tls")]
     pub tls_secret: String,
+    /// How long a client has from connecting to the agent API to a completed TLS handshake;
+    /// a client that sends no ClientHello is disconnected after it.
+    #[arg(long, env = "SB_AGENT_API_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub agent_api_handshake_timeout: Duration,
+    /// How long an HTTP/1.1 client has to send a request's headers, from the moment the
+    /// connection waits for one (a slowloris client is cut). An HTTP/1.1 keep-alive connection
+    /// waiting this long for its next request is closed too; agents speak HTTP/2, which the
+    /// idle timeout bounds.
+    #[arg(long, env = "SB_AGENT_API_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub agent_api_header_timeout: Duration,
+    /// An agent API connection with no request in flight for this long is closed. A request
+    /// in flight (a long-poll claim, up to 30s) never counts as idle; keep it well above the
+    /// pause between an agent's claims.
+    #[arg(long, env = "SB_AGENT_API_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub agent_api_idle_timeout: Duration,
+    /// Agent API connections open at once (handshakes included). A connection beyond it is
+    /// closed at once, without a TLS handshake, logged (at most every 10s) and counted in
+    /// sb_operator_agent_api_connections_refused_total; agents retry with back-off.
+    #[arg(long, env = "SB_AGENT_API_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub agent_api_max_connections: u32,
+    /// Largest agent API request body in bytes; a larger one is answered 413 PayloadTooLarge.
+    #[arg(long, env = "SB_AGENT_API_BODY_LIMIT", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(4096..))]
+    pub agent_api_body_limit: u32,
     /// Where /metrics and /healthz listen (plain HTTP).
     #[arg(long, env = "SB_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
     pub metrics_listen: SocketAddr,
@@ -128,6 +153,22 @@ impl RunArgs {
         super::CheckpointConfig { every_events: self.audit_checkpoint_events, every: self.audit_checkpoint_interval }
     }
 
+    /// Tunables of the agent API handlers.
+    pub fn api_config(&self) -> crate::api::ApiConfig {
+        crate::api::ApiConfig { body_limit: self.agent_api_body_limit as usize, ..crate::api::ApiConfig::default() }
+    }
+
+    /// Timeouts and the connection cap of the agent API listener.
+    pub fn listener_limits(&self) -> crate::tls::ListenerLimits {
+        crate::tls::ListenerLimits {
+            handshake_timeout: self.agent_api_handshake_timeout,
+            header_timeout: self.agent_api_header_timeout,
+            idle_timeout: self.agent_api_idle_timeout,
+            max_connections: self.agent_api_max_connections as usize,
+            drain: self.drain_timeout,
+        }
+    }
+
     /// Whether to elect a leader before reconciling.
     pub fn elect_leader(&self) -> bool {
         self.leader_election || self.replicas > 1
@@ -168,6 +209,53 @@ mod tests {
         assert!(!args.gitops_observation, "observation is off by default");
         assert_eq!(args.checkpoint_config().every_events, 100);
         assert_eq!(args.checkpoint_config().every, Duration::from_secs(30));
+        let limits = args.listener_limits();
+        assert_eq!(
+            limits,
+            crate::tls::ListenerLimits { drain: args.drain_timeout, ..crate::tls::ListenerLimits::default() },
+            "the flags' defaults are the listener's"
+        );
+        assert_eq!(limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(90));
+        assert!(
+            limits.idle_timeout > Duration::from_secs(u64::from(sb_core::protocol::MAX_CLAIM_WAIT_SECONDS)),
+            "longer than a long-poll claim"
+        );
+        assert_eq!(limits.max_connections, 1024);
+        assert_eq!(args.api_config().body_limit, crate::api::ApiConfig::default().body_limit);
+    }
+
+    #[test]
+    fn the_agent_api_limits_are_flags() {
+        let args = parse(&[
+            "--agent-api-handshake-timeout",
+            "3s",
+            "--agent-api-header-timeout",
+            "4s",
+            "--agent-api-idle-timeout",
+            "2m",
+            "--agent-api-max-connections",
+            "16",
+            "--agent-api-body-limit",
+            "65536",
+        ]);
+        let limits = args.listener_limits();
+        assert_eq!(limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(limits.header_timeout, Duration::from_secs(4));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(limits.max_connections, 16);
+        assert_eq!(args.api_config().body_limit, 65536);
+        for refused in [
+            &["--agent-api-max-connections", "0"][..],
+            &["--agent-api-body-limit", "100"],
+            &["--agent-api-idle-timeout", "0s"],
+            &["--agent-api-header-timeout", "soon"],
+        ] {
+            let mut argv = vec!["sb-operator"];
+            argv.extend_from_slice(refused);
+            assert!(Wrapper::try_parse_from(argv).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

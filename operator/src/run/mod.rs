@@ -15,7 +15,7 @@ pub use leader::LEASE_NAME;
 pub use ops::ops_router;
 pub use tls_secret::TlsSecretError;
 
-use crate::api::{self, ApiConfig, ApiState};
+use crate::api::{self, ApiState};
 use crate::controllers::admission_guard::AdmissionGuard;
 use crate::controllers::{self, Context, ControllerConfig, ControllerMetrics};
 use crate::shutdown::{self, stopped as shutdown_future};
@@ -84,7 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .spawn();
 
-    let api_state = ApiState::new(store.clone(), ApiConfig::default());
+    let api_state = ApiState::new(store.clone(), args.api_config());
     let api_metrics = api_state.metrics.clone();
     let listener = tokio::net::TcpListener::bind(args.agent_api_listen)
         .await
@@ -97,7 +97,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             stop.await;
             long_polls.end_long_polls();
         };
-        crate::tls::serve_tls(listener, serving.server_config()?, api::router(api_state), stop, args.drain_timeout)
+        let metrics = api_state.metrics.listener.clone();
+        let app = api::router(api_state);
+        crate::tls::serve_tls(listener, serving.server_config()?, app, stop, args.listener_limits(), metrics)
     });
 
     let controller_metrics = Arc::new(ControllerMetrics::default());
