@@ -41,9 +41,15 @@ pub struct Cli {
     #[arg(long)]
     pub insecure_loopback: bool,
 
-    /// Address of the /healthz, /readyz and /metrics listener.
+    /// Address of the /healthz, /readyz and /metrics listener: a loopback address
+    /// (127.0.0.0/8, ::1) unless --health-listen-any is given.
     #[arg(long, env = "SB_HEALTH_ADDR", default_value = "127.0.0.1:9464")]
     pub health_addr: SocketAddr,
+
+    /// Allow --health-addr to be a non-loopback address (e.g. 0.0.0.0:9464 for kubelet probes
+    /// or a Prometheus scrape). /metrics then answers anybody who can reach the port.
+    #[arg(long, env = "SB_HEALTH_LISTEN_ANY")]
+    pub health_listen_any: bool,
 
     /// Jobs run at the same time at most.
     #[arg(long, env = "SB_MAX_CONCURRENT_JOBS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
@@ -64,6 +70,26 @@ pub struct Cli {
     /// Print the agent id and sealing public key as JSON, then exit.
     #[arg(long)]
     pub print_sealing_key: bool,
+}
+
+impl Cli {
+    /// Refuses a health/metrics listener off loopback unless `--health-listen-any` allows it.
+    pub fn check_health_addr(&self) -> Result<(), String> {
+        check_health_addr(self.health_addr, self.health_listen_any)
+    }
+}
+
+/// Whether the health/metrics listener may bind `addr`: loopback always (an IPv4-mapped
+/// loopback too), any other address only when `listen_any` is set.
+pub fn check_health_addr(addr: SocketAddr, listen_any: bool) -> Result<(), String> {
+    if listen_any || addr.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to serve /healthz, /readyz and /metrics on {addr}: it is not a loopback address. \
+         Use 127.0.0.1 or [::1] in --health-addr / SB_HEALTH_ADDR, or pass --health-listen-any \
+         (SB_HEALTH_LISTEN_ANY=true) to listen there on purpose"
+    ))
 }
 
 /// Subcommands.
@@ -103,4 +129,29 @@ pub enum IdentityCommand {
         #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
         format: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_listener_stays_on_loopback_unless_allowed() {
+        for ok in ["127.0.0.1:9464", "127.1.2.3:1", "[::1]:9464", "[::ffff:127.0.0.1]:9464"] {
+            assert!(check_health_addr(ok.parse().unwrap(), false).is_ok(), "{ok}");
+        }
+        for refused in ["0.0.0.0:9464", "[::]:9464", "10.0.0.5:9464", "[::ffff:10.0.0.5]:9464"] {
+            let err = check_health_addr(refused.parse().unwrap(), false).unwrap_err();
+            assert!(err.contains(refused) && err.contains("--health-listen-any"), "{err}");
+            assert!(check_health_addr(refused.parse().unwrap(), true).is_ok(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_flag_and_its_variable_parse() {
+        let base = ["sb-agent", "--config", "a.yaml", "--health-addr", "0.0.0.0:9464"];
+        assert!(Cli::try_parse_from(base).unwrap().check_health_addr().is_err());
+        let allowed = Cli::try_parse_from(base.iter().copied().chain(["--health-listen-any"])).unwrap();
+        assert!(allowed.health_listen_any && allowed.check_health_addr().is_ok());
+    }
 }

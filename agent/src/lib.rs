@@ -54,6 +54,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     }
     let config_path = cli.config.clone().context("--config / SB_AGENT_CONFIG is required")?;
     let config = config::AgentConfig::load(&config_path)?;
+    cli.check_health_addr().map_err(anyhow::Error::msg)?;
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
@@ -96,36 +97,54 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     })
 }
 
-/// Dependencies that can log HTTP traffic at debug/trace level; they are capped at `info`
-/// whatever `RUST_LOG` says, so no log line can carry a request or response body.
-const CHATTY_DEPENDENCIES: &[&str] = &[
-    "hyper",
-    "hyper_util",
-    "h2",
-    "reqwest",
-    "rustls",
-    "rustify",
-    "vaultrs",
-    "aws_smithy_runtime",
-    "aws_smithy_http_client",
-    "aws_sdk_secretsmanager",
-    "aws_config",
-];
+/// Targets that follow `RUST_LOG` at every level: the agent's own code, which logs job steps,
+/// references, key names and versions, never a value.
+const OWN_TARGETS: &[&str] = &["sb_agent", "sb_core"];
 
-/// JSON logs on stdout, filtered by `RUST_LOG` (default `info`), one line per job step.
+/// The most any other target may log. HTTP clients, TLS and the AWS SDK print requests and
+/// responses, bodies included, at debug and trace (the SDK even unredacts them when
+/// `LOG_SENSITIVE_BODIES=true`), so no directive may take them below `info`.
+const DEPENDENCY_CAP: tracing::Level = tracing::Level::INFO;
+
+/// Whether `target` is one of [`OWN_TARGETS`] or a module of one.
+fn is_own_target(target: &str) -> bool {
+    OWN_TARGETS.iter().any(|own| target.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
+}
+
+/// The cap: events and spans of [`OWN_TARGETS`] pass, everything else only at
+/// [`DEPENDENCY_CAP`] or above. It is a filter of its own, combined with the user's by `and`,
+/// so no directive of theirs can loosen it: not a more specific target
+/// (`hyper::proto=trace`), not a span directive (`[request]=trace`), not a bare `trace`.
+fn under_cap(meta: &tracing::Metadata<'_>) -> bool {
+    is_own_target(meta.target()) || *meta.level() <= DEPENDENCY_CAP
+}
+
+/// The filter of the agent's log layer: `directives` (`RUST_LOG`; `info` when unset or
+/// invalid) and, on top of them, [`under_cap`].
+fn log_filter<S>(directives: Option<&str>) -> impl tracing_subscriber::layer::Filter<S> + use<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::FilterExt as _;
+    let user = directives
+        .and_then(|d| tracing_subscriber::EnvFilter::builder().parse(d).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    user.and(tracing_subscriber::filter::filter_fn(under_cap))
+}
+
+/// JSON logs on stdout, filtered by `RUST_LOG` (default `info`) under [`dependency_cap`], one
+/// line per job step.
 fn init_logging() {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    for target in CHATTY_DEPENDENCIES {
-        if let Ok(directive) = format!("{target}=info").parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let directives = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV).ok();
+    let layer = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_current_span(false)
         .with_span_list(false)
-        .try_init();
+        .with_filter(log_filter(directives.as_deref()));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 async fn wait_for_signal() {

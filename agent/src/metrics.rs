@@ -1,4 +1,5 @@
-//! Prometheus metrics and the loopback `/healthz`, `/readyz`, `/metrics` listener.
+//! Prometheus metrics and the `/healthz`, `/readyz`, `/metrics` listener (loopback unless
+//! `--health-listen-any`; see [`crate::cli::check_health_addr`]).
 
 use axum::Router;
 use axum::extract::State;
@@ -82,6 +83,15 @@ impl Metrics {
 /// Serves `/healthz` (process up), `/readyz` (last heartbeat succeeded) and `/metrics`.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    if local.ip().to_canonical().is_loopback() {
+        tracing::info!(health_addr = %local, "serving /healthz, /readyz and /metrics on {local} (loopback only)");
+    } else {
+        tracing::warn!(
+            health_addr = %local,
+            "serving /healthz, /readyz and /metrics on {local}, beyond loopback (--health-listen-any)"
+        );
+    }
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -4,7 +4,9 @@ mod common;
 
 use async_trait::async_trait;
 use sb_agent::jobs::{Executor, PageSink};
-use sb_agent::provider::{MergeWrite, NamedProvider, Provider, ProviderError, Scope, VaultKv2, WriteHook};
+use sb_agent::provider::{
+    LAST_JOB_KEY, LAST_JOB_VERSION_KEY, MergeWrite, NamedProvider, Provider, ProviderError, Scope, VaultKv2, WriteHook,
+};
 use sb_agent::transport::TransportError;
 use sb_core::crd::TargetRef;
 use sb_core::protocol::{CatalogPage, ClaimedJob, DiscoverJob, JobOutcome, JobPayload, JobResult, PatchJob};
@@ -340,4 +342,251 @@ async fn a_patch_after_the_latest_version_was_deleted_writes_a_new_version() {
     assert_eq!(version, "2");
     let read = vault.read(&path, &[]).await.unwrap();
     assert_eq!(text(&read.values), BTreeMap::from([("a".into(), "new".into())]), "the deleted keys do not come back");
+}
+
+// ---- Exactly once: the job id (idempotency token) and the version it wrote ----
+
+/// A write of `set` by the job `job`.
+fn job_write(job: &str, set: &[(&str, &str)], expected: Option<&str>) -> MergeWrite {
+    MergeWrite { idempotency_token: job.to_owned(), ..write(set, &[], expected) }
+}
+
+/// A client with the dev server's root token, to set up and inspect OpenBao directly.
+fn root_client() -> vaultrs::client::VaultClient {
+    vaultrs::client::VaultClient::new(
+        vaultrs::client::VaultClientSettingsBuilder::default()
+            .address(common::vault_addr())
+            .token(common::vault_token())
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The secret's current version and custom_metadata, read directly.
+async fn metadata(path: &str) -> (u64, HashMap<String, String>) {
+    let meta = vaultrs::kv2::read_metadata(&root_client(), "secret", path).await.unwrap();
+    (meta.current_version, meta.custom_metadata.unwrap_or_default())
+}
+
+/// Replaces the secret's custom_metadata, as another tool or a person would.
+async fn set_labels(path: &str, labels: &[(&str, &str)]) {
+    let labels: HashMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut request = vaultrs::api::kv2::requests::SetSecretMetadataRequest::builder();
+    request.custom_metadata(labels);
+    vaultrs::kv2::set_metadata(&root_client(), "secret", path, Some(&mut request)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_patch_retried_with_the_same_job_id_writes_one_version_and_reports_it_again() {
+    let (vault, _token) = common::vault().await;
+    let path = common::unique("agent-test/once");
+    vault.merge_write(&path, write(&[("user", "app"), ("password", "v1")], &[], None)).await.unwrap();
+    let job = uuid::Uuid::new_v4().to_string();
+
+    let first = vault.merge_write(&path, job_write(&job, &[("password", "v2")], None)).await.unwrap();
+    assert_eq!(first, "2");
+    let (version, custom) = metadata(&path).await;
+    assert_eq!(version, 2);
+    assert_eq!(custom.get(LAST_JOB_KEY), Some(&job), "the job id is recorded: {custom:?}");
+    assert_eq!(custom.get(LAST_JOB_VERSION_KEY).map(String::as_str), Some("2"), "with its version: {custom:?}");
+
+    // The completion was lost: the same job runs again, on a restarted agent.
+    let (restarted, _token) = common::vault().await;
+    let again = restarted.merge_write(&path, job_write(&job, &[("password", "v2")], None)).await.unwrap();
+    assert_eq!(again, "2", "the retry reports the version the job wrote");
+    assert_eq!(metadata(&path).await.0, 2, "and writes no second version");
+    let read = vault.read(&path, &[]).await.unwrap();
+    assert_eq!(text(&read.values), BTreeMap::from([("user".into(), "app".into()), ("password".into(), "v2".into())]));
+
+    // Another job with the very same change is a new write.
+    let other = uuid::Uuid::new_v4().to_string();
+    assert_eq!(vault.merge_write(&path, job_write(&other, &[("password", "v2")], None)).await.unwrap(), "3");
+    let (version, custom) = metadata(&path).await;
+    assert_eq!(version, 3);
+    assert_eq!(custom.get(LAST_JOB_KEY), Some(&other));
+    assert_eq!(custom.get(LAST_JOB_VERSION_KEY).map(String::as_str), Some("3"));
+}
+
+#[tokio::test]
+async fn a_retry_with_an_expected_version_reports_its_write_instead_of_a_version_conflict() {
+    let (vault, _token) = common::vault().await;
+    let path = common::unique("agent-test/once-expected");
+    vault.merge_write(&path, write(&[("password", "v1")], &[], None)).await.unwrap();
+    let job = uuid::Uuid::new_v4().to_string();
+
+    assert_eq!(vault.merge_write(&path, job_write(&job, &[("password", "v2")], Some("1"))).await.unwrap(), "2");
+    let again = vault.merge_write(&path, job_write(&job, &[("password", "v2")], Some("1"))).await;
+    assert_eq!(again.unwrap(), "2", "the retry's expectation held when it wrote");
+    assert_eq!(metadata(&path).await.0, 2);
+
+    // A different job with the same, now stale, expectation is still refused.
+    let stale = vault.merge_write(&path, job_write("another-job", &[("password", "v3")], Some("1"))).await;
+    assert!(matches!(stale, Err(ProviderError::VersionConflict(_))), "{stale:?}");
+    assert_eq!(metadata(&path).await.0, 2);
+}
+
+/// Adds a label between the agent's read and its writes, as a person editing labels would
+/// (read the map, add a key, write the whole map back).
+struct LabelEditor;
+
+#[async_trait]
+impl WriteHook for LabelEditor {
+    async fn between_read_and_write(&self, reference: &str) {
+        let (_, mut labels) = metadata(reference).await;
+        labels.insert("reviewed".into(), "yes".into());
+        let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        set_labels(reference, &pairs).await;
+    }
+}
+
+#[tokio::test]
+async fn labels_set_by_someone_else_survive_the_job_record_and_stay_the_only_labels() {
+    let (_vault, token) = common::vault().await;
+    let path = common::unique("agent-test/once-labels");
+    vaultrs::kv2::set(&root_client(), "secret", &path, &HashMap::from([("password", "v1")])).await.unwrap();
+    set_labels(&path, &[("owner", "payments"), ("cost center", "42 / eu")]).await;
+    let vault = VaultKv2::connect(&common::vault_config(token.path().to_owned()))
+        .await
+        .unwrap()
+        .with_write_hook(Arc::new(LabelEditor));
+    let job = uuid::Uuid::new_v4().to_string();
+
+    // The label edit lands between the agent's read of the metadata and its record: the
+    // record's metadata check-and-set fails, the agent merges into the new labels.
+    assert_eq!(vault.merge_write(&path, job_write(&job, &[("password", "v2")], None)).await.unwrap(), "2");
+    let (version, custom) = metadata(&path).await;
+    assert_eq!(version, 2);
+    let expected: HashMap<String, String> = [
+        ("owner", "payments"),
+        ("cost center", "42 / eu"),
+        ("reviewed", "yes"),
+        (LAST_JOB_KEY, job.as_str()),
+        (LAST_JOB_VERSION_KEY, "2"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(custom, expected, "every label kept, the record added");
+
+    // Discovery reports the labels, not the agent's bookkeeping.
+    let page = vault.list(&path, None, 10).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(
+        page.entries[0].labels,
+        BTreeMap::from([
+            ("owner".to_owned(), "payments".to_owned()),
+            ("cost center".to_owned(), "42 / eu".to_owned()),
+            ("reviewed".to_owned(), "yes".to_owned()),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn two_attempts_of_one_job_running_at_once_write_one_version_and_both_report_it() {
+    let (first, _t1) = common::vault().await;
+    let (second, _t2) = common::vault().await;
+    let path = common::unique("agent-test/once-concurrent");
+    first.merge_write(&path, write(&[("password", "v1"), ("user", "app")], &[], None)).await.unwrap();
+    let job = uuid::Uuid::new_v4().to_string();
+
+    // The lease expired while the first attempt still ran: both write, in any interleaving.
+    let (a, b) = tokio::join!(
+        first.merge_write(&path, job_write(&job, &[("password", "v2")], Some("1"))),
+        second.merge_write(&path, job_write(&job, &[("password", "v2")], Some("1"))),
+    );
+    assert_eq!((a.unwrap(), b.unwrap()), ("2".to_owned(), "2".to_owned()));
+    assert_eq!(metadata(&path).await.0, 2, "one version");
+}
+
+#[tokio::test]
+async fn of_two_jobs_racing_on_one_secret_one_writes_and_the_record_names_it() {
+    let (first, _t1) = common::vault().await;
+    let (second, _t2) = common::vault().await;
+    let path = common::unique("agent-test/once-race");
+    first.merge_write(&path, write(&[("password", "v1")], &[], None)).await.unwrap();
+    let (job_a, job_b) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+
+    let (a, b) = tokio::join!(
+        first.merge_write(&path, job_write(&job_a, &[("password", "from-a")], None)),
+        second.merge_write(&path, job_write(&job_b, &[("password", "from-b")], None)),
+    );
+    let (winner, value, loser) = match (&a, &b) {
+        (Ok(_), Err(err)) => (&job_a, "from-a", err),
+        (Err(err), Ok(_)) => (&job_b, "from-b", err),
+        _ => panic!("exactly one of two writers of version 2 wins: {a:?} {b:?}"),
+    };
+    assert!(matches!(loser, ProviderError::VersionConflict(_)), "{loser}");
+    let (version, custom) = metadata(&path).await;
+    assert_eq!(version, 2);
+    assert_eq!(custom.get(LAST_JOB_KEY), Some(winner), "the record names the writer of version 2");
+    assert_eq!(custom.get(LAST_JOB_VERSION_KEY).map(String::as_str), Some("2"));
+    assert_eq!(text(&first.read(&path, &[]).await.unwrap().values)["password"], value);
+
+    // So the winner's retry is recognised.
+    let again = second.merge_write(&path, job_write(winner, &[("password", value)], None)).await.unwrap();
+    assert_eq!(again, "2");
+    assert_eq!(metadata(&path).await.0, 2);
+}
+
+#[tokio::test]
+async fn a_record_of_this_job_counts_only_with_the_write_it_describes() {
+    let (vault, _token) = common::vault().await;
+    let path = common::unique("agent-test/once-record");
+    vault.merge_write(&path, write(&[("password", "v1")], &[], None)).await.unwrap();
+    let job = uuid::Uuid::new_v4().to_string();
+
+    // The agent recorded the job and died before writing: the retry writes.
+    set_labels(&path, &[(LAST_JOB_KEY, &job), (LAST_JOB_VERSION_KEY, "2")]).await;
+    assert_eq!(vault.merge_write(&path, job_write(&job, &[("password", "v2")], None)).await.unwrap(), "2");
+    assert_eq!(text(&vault.read(&path, &[]).await.unwrap().values)["password"], "v2");
+
+    // The job is recorded for version 3, but version 3 was written by someone else (who left
+    // the record alone): the job did not write it, so it writes now.
+    let late = uuid::Uuid::new_v4().to_string();
+    set_labels(&path, &[(LAST_JOB_KEY, &late), (LAST_JOB_VERSION_KEY, "3")]).await;
+    vaultrs::kv2::set(&root_client(), "secret", &path, &HashMap::from([("password", "by-someone-else")]))
+        .await
+        .unwrap();
+    assert_eq!(vault.merge_write(&path, job_write(&late, &[("password", "v4")], None)).await.unwrap(), "4");
+    assert_eq!(text(&vault.read(&path, &[]).await.unwrap().values)["password"], "v4");
+    let (version, custom) = metadata(&path).await;
+    assert_eq!(version, 4);
+    assert_eq!(custom.get(LAST_JOB_VERSION_KEY).map(String::as_str), Some("4"));
+}
+
+#[tokio::test]
+async fn the_first_write_of_a_new_secret_is_recorded_and_recognised_too() {
+    let (vault, _token) = common::vault().await;
+    let path = common::unique("agent-test/once-new");
+    let job = uuid::Uuid::new_v4().to_string();
+    assert_eq!(vault.merge_write(&path, job_write(&job, &[("k", "v")], Some("0"))).await.unwrap(), "1");
+    assert_eq!(vault.merge_write(&path, job_write(&job, &[("k", "v")], Some("0"))).await.unwrap(), "1");
+    let (version, custom) = metadata(&path).await;
+    assert_eq!((version, custom.get(LAST_JOB_KEY)), (1, Some(&job)));
+}
+
+#[tokio::test]
+async fn a_token_that_may_not_update_the_metadata_fails_the_patch_clearly_and_writes_nothing() {
+    common::require_vault().await;
+    let root = root_client();
+    let path = common::unique("agent-test/once-denied");
+    vaultrs::kv2::set(&root, "secret", &path, &HashMap::from([("password", "v1")])).await.unwrap();
+    // What a policy written for the agent before the job record looked like.
+    let policy = format!("sb-agent-data-only-{}", uuid::Uuid::new_v4().simple());
+    let rules = r#"path "secret/data/*" { capabilities = ["create", "read", "update"] }
+path "secret/metadata/*" { capabilities = ["read", "list"] }"#;
+    vaultrs::sys::policy::set(&root, &policy, rules).await.unwrap();
+    let mut request = vaultrs::api::token::requests::CreateTokenRequest::builder();
+    request.policies(vec![policy.clone()]).ttl("5m");
+    let token = vaultrs::token::new(&root, Some(&mut request)).await.unwrap().client_token;
+    let token_file = common::temp_file(&token);
+    let vault = VaultKv2::connect(&common::vault_config(token_file.path().to_owned())).await.unwrap();
+
+    let err = vault.merge_write(&path, job_write("job-denied", &[("password", "v2")], None)).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Denied(_)), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&format!("update on secret/metadata/{path}")), "names what is missing: {message}");
+    assert_eq!(metadata(&path).await.0, 1, "nothing was written");
+    vaultrs::sys::policy::delete(&root, &policy).await.unwrap();
 }

@@ -6,7 +6,7 @@ use sb_core::binding::patch_aad;
 use sb_core::protocol::{JobOutcome, JobResult, PatchJob};
 use sb_core::seal::{Purpose, SealError, open};
 use std::collections::BTreeMap;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 impl Executor {
     pub(super) async fn patch(&self, job_id: &str, job: &PatchJob) -> JobOutcome {
@@ -48,6 +48,8 @@ impl Executor {
             }
         }
         info!(job_id, target, step = "open", keys = set.len(), delete = job.delete.len(), "opened the new values");
+        // Key names are the request's metadata (they are in the SecretPatch); values never are.
+        debug!(job_id, target, step = "open", set = ?set.keys().collect::<Vec<_>>(), delete = ?job.delete, "keys of the patch");
         let write = MergeWrite {
             set,
             delete: job.delete.clone(),

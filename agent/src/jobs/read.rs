@@ -5,7 +5,7 @@ use sb_core::binding::read_aad;
 use sb_core::protocol::{JobOutcome, JobResult, ReadJob};
 use sb_core::seal::{PublicKey, Purpose, seal};
 use std::collections::BTreeMap;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 impl Executor {
     pub(super) async fn read(&self, job_id: &str, job: &ReadJob) -> JobOutcome {
@@ -29,6 +29,8 @@ impl Executor {
             }
         };
         info!(job_id, target, step = "fetch", keys = read.values.len(), missing = read.missing.len(), version = ?read.version, "read the requested keys");
+        // Key names are the request's metadata (they are in the SecretReadRequest); values never are.
+        debug!(job_id, target, step = "fetch", keys = ?read.values.keys().collect::<Vec<_>>(), missing = ?read.missing, "keys read");
         let mut deliveries = BTreeMap::new();
         for (key, value) in &read.values {
             let aad = read_aad(&job.object_uid, &job.target, key);

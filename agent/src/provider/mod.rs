@@ -11,7 +11,7 @@ mod vault_auth;
 
 pub use aws::AwsSecretsManager;
 pub use scope::{Scope, ScopeError};
-pub use vault::VaultKv2;
+pub use vault::{LAST_JOB_KEY, LAST_JOB_VERSION_KEY, VaultKv2};
 
 use crate::config::{ProviderConfig, ProviderKind};
 use async_trait::async_trait;
@@ -203,6 +203,26 @@ pub(crate) fn merged_json(
     Ok(object)
 }
 
+/// Whether `stored` holds exactly what merging `write` into `base` gives: the same keys with
+/// the same bytes. (A retry recognises its own earlier write by this.)
+pub(crate) fn is_result_of(
+    base: &BTreeMap<String, SecretValue>,
+    write: &MergeWrite,
+    stored: &BTreeMap<String, SecretValue>,
+) -> bool {
+    let kept = base.keys().filter(|k| !write.delete.contains(*k) && !write.set.contains_key(*k));
+    let expected = kept.count() + write.set.len();
+    expected == stored.len()
+        && stored.iter().all(|(key, value)| {
+            let wanted = match write.set.get(key) {
+                Some(set) => Some(set),
+                None if write.delete.contains(key) => None,
+                None => base.get(key),
+            };
+            wanted.is_some_and(|wanted| wanted.expose() == value.expose())
+        })
+}
+
 /// Wipes the strings of a JSON object rendered by [`merged_json`] once it was sent.
 pub(crate) fn wipe_json(object: &mut serde_json::Map<String, serde_json::Value>) {
     use zeroize::Zeroize;
@@ -210,5 +230,38 @@ pub(crate) fn wipe_json(object: &mut serde_json::Map<String, serde_json::Value>)
         if let serde_json::Value::String(text) = value {
             text.zeroize();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, SecretValue> {
+        pairs.iter().map(|(k, v)| (k.to_string(), SecretValue::from(*v))).collect()
+    }
+
+    fn write(set: &[(&str, &str)], delete: &[&str]) -> MergeWrite {
+        MergeWrite {
+            set: values(set),
+            delete: delete.iter().map(|k| k.to_string()).collect(),
+            expected_version: None,
+            idempotency_token: "job".into(),
+        }
+    }
+
+    #[test]
+    fn a_stored_version_is_the_result_of_a_write_only_when_every_key_matches() {
+        let base = values(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let change = write(&[("b", "20"), ("d", "4")], &["c"]);
+        assert!(is_result_of(&base, &change, &values(&[("a", "1"), ("b", "20"), ("d", "4")])));
+        // Another value, a key too many, a key missing, a deleted key kept.
+        assert!(!is_result_of(&base, &change, &values(&[("a", "1"), ("b", "21"), ("d", "4")])));
+        assert!(!is_result_of(&base, &change, &values(&[("a", "1"), ("b", "20"), ("d", "4"), ("e", "5")])));
+        assert!(!is_result_of(&base, &change, &values(&[("a", "1"), ("b", "20")])));
+        assert!(!is_result_of(&base, &change, &values(&[("a", "1"), ("b", "20"), ("c", "3"), ("d", "4")])));
+        assert!(!is_result_of(&base, &change, &values(&[("x", "1"), ("b", "20"), ("d", "4")])));
+        // Into nothing: exactly the keys set.
+        assert!(is_result_of(&BTreeMap::new(), &change, &values(&[("b", "20"), ("d", "4")])));
     }
 }
