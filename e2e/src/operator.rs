@@ -195,6 +195,29 @@ impl Operator {
         }
     }
 
+    /// The value of the metric series `name` (its whole name, labels included) on `/metrics`;
+    /// `None` when the operator does not answer or does not export it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.metrics_url())).await.ok()?.text().await.ok()?;
+        text.lines().find(|l| l.starts_with(&format!("{name} "))).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// `sb-operator audit verify` on this operator's store (its local key file), reading the
+    /// checkpoint from `cluster` as an administrator: (exit code, stdout + stderr).
+    pub fn audit_verify(&self, cluster: &Cluster) -> (i32, String) {
+        let out = Command::new(&self.binary)
+            .args(["audit", "verify", "--database-url"])
+            .arg(self.database_path())
+            .args(["--kms", "local", "--kms-key-file"])
+            .arg(self.data_path().join("kek.bin"))
+            .args(["--checkpoint-from-cluster", "--namespace", OPERATOR_NAMESPACE])
+            .env("KUBECONFIG", cluster.server.kubeconfig_for("admin").expect("an admin kubeconfig"))
+            .output()
+            .expect("sb-operator audit verify runs");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
     /// Starts the process again on the same data directory and port.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

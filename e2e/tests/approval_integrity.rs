@@ -59,16 +59,9 @@ async fn forge(s: &Scenario, name: &str, approver: &str, groups: &[&str], first:
     .await
 }
 
-async fn gauge(s: &Scenario) -> Option<String> {
-    let text = reqwest::get(format!("{}/metrics", s.operator.metrics_url())).await.ok()?.text().await.ok()?;
-    text.lines()
-        .find(|l| l.starts_with("sb_operator_controller_admission_policies_in_force "))
-        .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
-}
-
-async fn until_gauge(s: &Scenario, want: &str) {
+async fn until_gauge(s: &Scenario, want: f64) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while gauge(s).await.as_deref() != Some(want) {
+    while s.operator.metric("sb_operator_controller_admission_policies_in_force").await != Some(want) {
         assert!(tokio::time::Instant::now() < deadline, "the gauge never became {want}\n{}", s.operator.logs());
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
@@ -103,7 +96,7 @@ async fn until_enforced(s: &Scenario, name: &str) {
 async fn approvals_count_only_while_the_admission_policies_are_in_force_and_forged_ones_never() {
     let s = Scenario::start().await.unwrap();
     let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
-    until_gauge(&s, "1").await;
+    until_gauge(&s, 1.0).await;
     s.kubectl("alice", &["apply", "-f", "-"], Some(&request_yaml("unguarded", "alice", "")))
         .await
         .expect_ok("alice's read");
@@ -123,7 +116,7 @@ async fn approvals_count_only_while_the_admission_policies_are_in_force_and_forg
         .unwrap();
     assert_eq!(phase(&held), Some(ReadPhase::Pending), "{:?}", held.status);
     assert!(s.agent.claim(0).await.unwrap().is_empty(), "nothing counted, so no job");
-    until_gauge(&s, "0").await;
+    until_gauge(&s, 0.0).await;
     let logs = s.operator.logs();
     assert!(
         logs.lines().any(|l| l.contains("ApprovalPolicyMissing")
@@ -159,7 +152,7 @@ async fn approvals_count_only_while_the_admission_policies_are_in_force_and_forg
     s.kubectl("admin", &["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&policy))
         .await
         .expect_ok("restoring the policy");
-    until_gauge(&s, "1").await;
+    until_gauge(&s, 1.0).await;
     let resumed = s
         .wait(&api, "unguarded", "forged entries named as never counted", |r| {
             condition(r, "ApprovalPolicyMissing").is_none() && message(r).contains("never counted")
@@ -184,7 +177,7 @@ async fn approvals_count_only_while_the_admission_policies_are_in_force_and_forg
 async fn entries_forged_while_the_operator_was_down_never_count() {
     let mut s = Scenario::start().await.unwrap();
     let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
-    until_gauge(&s, "1").await;
+    until_gauge(&s, 1.0).await;
     s.kubectl("alice", &["apply", "-f", "-"], Some(&request_yaml("quiet", "alice", "")))
         .await
         .expect_ok("alice's read");

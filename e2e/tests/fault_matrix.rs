@@ -12,7 +12,6 @@ use sb_core::binding::{patch_aad, read_aad};
 use sb_core::crd::{PatchPhase, ReadPhase, SecretPatch, SecretPatchSpec, SecretReadRequest, TargetRef};
 use sb_core::protocol::{JobOutcome, JobPayload, JobResult};
 use sb_core::seal::{KeyPair, Purpose, SecretValue, seal};
-use sb_e2e::operator::{OPERATOR_NAMESPACE, operator_binary};
 use sb_e2e::scenario::Scenario;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,20 +47,6 @@ async fn audited(s: &Scenario, uid: &str, action: &str) -> Vec<String> {
         .filter(|e| e.event.object.uid == uid && e.event.action == action)
         .map(|e| e.event.outcome)
         .collect()
-}
-
-fn verify(s: &Scenario) -> (i32, String) {
-    let out = std::process::Command::new(operator_binary().unwrap())
-        .args(["audit", "verify", "--database-url"])
-        .arg(s.operator.database_path())
-        .args(["--kms", "local", "--kms-key-file"])
-        .arg(s.operator.data_path().join("kek.bin"))
-        .args(["--checkpoint-from-cluster", "--namespace", OPERATOR_NAMESPACE])
-        .env("KUBECONFIG", s.cluster.server.kubeconfig_for("admin").unwrap())
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
 }
 
 /// No two events of one action and outcome, i.e. no transition recorded twice.
@@ -111,7 +96,7 @@ async fn operator_killed_after_auditing_queued_before_writing_it() {
     let transitions = audited(&s, &uid, "read.transition").await;
     assert!(transitions.iter().any(|t| t == "Queued"), "{transitions:?}");
     once_each(&transitions);
-    let (code, text) = verify(&s);
+    let (code, text) = s.operator.audit_verify(&s.cluster);
     assert_eq!(code, 0, "{text}");
 }
 
@@ -143,7 +128,7 @@ async fn operator_killed_after_writing_delivered_before_deleting_the_result() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     once_each(&audited(&s, &uid, "read.transition").await);
-    let (code, text) = verify(&s);
+    let (code, text) = s.operator.audit_verify(&s.cluster);
     assert_eq!(code, 0, "{text}");
 }
 
@@ -189,7 +174,7 @@ async fn operator_killed_after_auditing_executed_before_writing_it() {
     let transitions = audited(&s, &uid, "patch.transition").await;
     assert_eq!(transitions.iter().filter(|t| *t == "Executed").count(), 1, "{transitions:?}");
     once_each(&transitions);
-    let (code, text) = verify(&s);
+    let (code, text) = s.operator.audit_verify(&s.cluster);
     assert_eq!(code, 0, "{text}");
 }
 
@@ -212,6 +197,6 @@ async fn operator_killed_while_the_agent_holds_the_job() {
     s.agent.complete(&jobs[0], sealed_read(&uid, &jobs[0].payload, &recipient)).await.unwrap();
     s.wait(&api, "crash-c", "Delivered", |r| read_phase(r) == Some(ReadPhase::Delivered)).await.unwrap();
     once_each(&audited(&s, &uid, "read.transition").await);
-    let (code, text) = verify(&s);
+    let (code, text) = s.operator.audit_verify(&s.cluster);
     assert_eq!(code, 0, "{text}");
 }

@@ -78,11 +78,6 @@ fn observation<'a>(p: &'a SecretPatch, name: &str) -> Option<&'a sb_core::crd::A
     p.status.as_ref()?.observations.iter().find(|o| o.name == name)
 }
 
-async fn metric(s: &Stack, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", s.operator.metrics_url())).await.ok()?.text().await.ok()?;
-    text.lines().find(|l| l.starts_with(&format!("{name} "))).and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_patch_observed_through_spec_observe_is_applied_once_the_application_rolled_out() {
     let s = gitops_stack().await;
@@ -137,7 +132,7 @@ async fn a_patch_observed_through_spec_observe_is_applied_once_the_application_r
         .await
         .expect_ok("events");
     assert!(events.stdout.contains("\"reason\": \"Applied\""), "{}", events.stdout);
-    assert_eq!(metric(&s, "sb_operator_controller_gitops_executed_to_applied_seconds_count").await, Some(1.0));
+    assert_eq!(s.operator.metric("sb_operator_controller_gitops_executed_to_applied_seconds_count").await, Some(1.0));
 
     // Observing moved no value anywhere: the store (decrypted columns too), logs, data
     // directory and the cluster's storage hold only ciphertext.

@@ -109,11 +109,6 @@ async fn until_all<F: Fn(&SecretPatch) -> bool>(
     }
 }
 
-async fn metric(s: &Scenario, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", s.operator.metrics_url())).await.ok()?.text().await.ok()?;
-    text.lines().find(|l| l.starts_with(&format!("{name} "))).and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 fn executed_at(p: &SecretPatch) -> Option<DateTime<Utc>> {
     let t = p.status.as_ref()?.executed_at.as_ref()?.0;
     DateTime::from_timestamp(t.as_second(), 0)
@@ -135,7 +130,7 @@ async fn two_hundred_observed_patches_converge_on_one_application_watch() {
         until_all(&api, N, "observing", |p| p.status.as_ref().is_some_and(|st| st.observe_deadline.is_some()), &s)
             .await;
     let last = observed.iter().filter_map(executed_at).max().unwrap();
-    assert_eq!(metric(&s, "sb_operator_controller_gitops_observations_in_progress").await, Some(N as f64));
+    assert_eq!(s.operator.metric("sb_operator_controller_gitops_observations_in_progress").await, Some(N as f64));
 
     let healthy = AppState {
         sync: "Synced",
@@ -147,11 +142,14 @@ async fn two_hundred_observed_patches_converge_on_one_application_watch() {
     write_state(&s.admin, "argocd", "shared", &healthy).await.unwrap();
     until_all(&api, N, "Applied", |p| phase(p) == Some(PatchPhase::Applied), &s).await;
     assert_eq!(
-        metric(&s, "sb_operator_controller_gitops_application_watches_total").await,
+        s.operator.metric("sb_operator_controller_gitops_application_watches_total").await,
         Some(1.0),
         "one Application watch served every patch"
     );
-    assert_eq!(metric(&s, "sb_operator_controller_gitops_executed_to_applied_seconds_count").await, Some(N as f64));
+    assert_eq!(
+        s.operator.metric("sb_operator_controller_gitops_executed_to_applied_seconds_count").await,
+        Some(N as f64)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

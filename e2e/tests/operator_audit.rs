@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use sb_core::crd::{ReadPhase, SecretReadRequest};
 use sb_core::seal::KeyPair;
-use sb_e2e::operator::{OPERATOR_NAMESPACE, operator_binary};
+use sb_e2e::operator::OPERATOR_NAMESPACE;
 use sb_e2e::scenario::Scenario;
 use sb_operator::audit::{CHECKPOINT_CONFIGMAP, Checkpoint};
 use std::io::{BufRead, BufReader};
@@ -97,22 +97,6 @@ fn checkpoint_of(configmap: &ConfigMap) -> Option<Checkpoint> {
     Checkpoint::from_configmap(configmap).ok()
 }
 
-/// `sb-operator audit verify` against the operator's store, reading the checkpoint from the
-/// cluster as an administrator: (exit code, stdout + stderr).
-fn verify_from_cluster(s: &Scenario) -> (i32, String) {
-    let out = Command::new(operator_binary().unwrap())
-        .args(["audit", "verify", "--database-url"])
-        .arg(s.operator.database_path())
-        .args(["--kms", "local", "--kms-key-file"])
-        .arg(s.operator.data_path().join("kek.bin"))
-        .args(["--checkpoint-from-cluster", "--namespace", OPERATOR_NAMESPACE])
-        .env("KUBECONFIG", s.cluster.server.kubeconfig_for("admin").unwrap())
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_checkpoints_the_audit_head_in_its_namespace_and_verify_reads_it() {
     // A checkpoint after every event, so each transition moves it.
@@ -163,14 +147,14 @@ spec:
     let last = checkpoint_of(&configmaps.get(CHECKPOINT_CONFIGMAP).await.unwrap()).unwrap();
     assert_eq!((last.seq, last.mac.as_str()), (seq, mac.as_str()), "{}", s.operator.logs());
 
-    let (code, text) = verify_from_cluster(&s);
+    let (code, text) = s.operator.audit_verify(&s.cluster);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains(&format!("(seq {seq}) matches")), "{text}");
 
     // The owner of the database removes the last event and fixes up the head record.
     let cut = Command::new("python3").args(["-c", CUT_THE_TAIL]).arg(s.operator.database_path()).status().unwrap();
     assert!(cut.success());
-    let (code, text) = verify_from_cluster(&s);
+    let (code, text) = s.operator.audit_verify(&s.cluster);
     assert_eq!(code, 6, "the removed tail is found: {text}");
     assert!(
         text.contains(&format!("ends at seq {}", seq - 1)) && text.contains(&format!("records seq {seq}")),

@@ -51,6 +51,17 @@ impl Ctx {
         Ok(Self { client, namespace, server })
     }
 
+    /// The read requests or the patches of the current namespace, untyped (for JSON patches
+    /// of their status).
+    pub fn request_api(&self, kind: crate::target::RequestKind) -> Api<kube::api::DynamicObject> {
+        use sb_core::crd::{SecretPatch, SecretReadRequest};
+        let resource = match kind {
+            crate::target::RequestKind::Read => kube::api::ApiResource::erase::<SecretReadRequest>(&()),
+            crate::target::RequestKind::Patch => kube::api::ApiResource::erase::<SecretPatch>(&()),
+        };
+        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+    }
+
     /// A namespaced API for `K` in the current namespace.
     pub fn api<K>(&self) -> Api<K>
     where

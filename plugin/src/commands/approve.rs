@@ -6,11 +6,10 @@ use super::status_entry;
 use crate::cli::DecideArgs;
 use crate::context::Ctx;
 use crate::error::PluginError;
-use crate::target::{RequestKind, parse_object};
+use crate::target::parse_object;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Api;
-use kube::api::{ApiResource, DynamicObject};
-use sb_core::crd::{Approval, Decision, SecretPatch, SecretReadRequest};
+use kube::api::DynamicObject;
+use sb_core::crd::{Approval, Decision};
 use serde_json::Value;
 
 pub async fn run(ctx: &Ctx, args: DecideArgs, decision: Decision) -> Result<(), PluginError> {
@@ -19,11 +18,7 @@ pub async fn run(ctx: &Ctx, args: DecideArgs, decision: Decision) -> Result<(), 
         return Err(PluginError::Usage("--reason must say why you decide so".into()));
     }
     let (approver, groups) = ctx.whoami_with_groups().await?;
-    let resource = match kind {
-        RequestKind::Read => ApiResource::erase::<SecretReadRequest>(&()),
-        RequestKind::Patch => ApiResource::erase::<SecretPatch>(&()),
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &resource);
+    let api = ctx.request_api(kind);
     let what = format!("{} {name}", kind.singular());
     let approval = Approval {
         decision,

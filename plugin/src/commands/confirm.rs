@@ -8,20 +8,15 @@ use super::status_entry;
 use crate::cli::ConfirmArgs;
 use crate::context::Ctx;
 use crate::error::PluginError;
-use crate::target::{RequestKind, parse_object};
-use kube::Api;
-use kube::api::{ApiResource, DynamicObject};
-use sb_core::crd::{RequesterAck, RequesterAction, SUBMITTED_BY_ANNOTATION, SecretPatch, SecretReadRequest};
+use crate::target::parse_object;
+use kube::api::DynamicObject;
+use sb_core::crd::{RequesterAck, RequesterAction, SUBMITTED_BY_ANNOTATION};
 use serde_json::Value;
 
 pub async fn run(ctx: &Ctx, args: ConfirmArgs) -> Result<(), PluginError> {
     let (kind, name) = parse_object(&args.object)?;
     let user = ctx.whoami().await?;
-    let resource = match kind {
-        RequestKind::Read => ApiResource::erase::<SecretReadRequest>(&()),
-        RequestKind::Patch => ApiResource::erase::<SecretPatch>(&()),
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &resource);
+    let api = ctx.request_api(kind);
     let what = format!("{} {name}", kind.singular());
     let ack = RequesterAck {
         action: RequesterAction::Confirm,

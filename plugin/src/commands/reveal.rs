@@ -9,8 +9,6 @@ use crate::cli::RevealArgs;
 use crate::context::Ctx;
 use crate::error::PluginError;
 use crate::keystore::KeyStore;
-use kube::Api;
-use kube::api::{ApiResource, DynamicObject};
 use sb_core::binding::read_aad;
 use sb_core::crd::{DeliveryMode, ReadPhase, RequesterAck, RequesterAction, SecretReadRequest};
 use sb_core::seal::{KeyPair, Purpose, SecretValue, open};
@@ -71,8 +69,7 @@ pub async fn run(ctx: &Ctx, args: RevealArgs) -> Result<(), PluginError> {
 /// Appends `Revealed` to `status.requesterActions`; the admission policy accepts it only from
 /// the requester, while the delivery is there.
 async fn record_revealed(ctx: &Ctx, name: &str, ns: &str) -> Result<(), PluginError> {
-    let resource = ApiResource::erase::<SecretReadRequest>(&());
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource);
+    let api = ctx.request_api(crate::target::RequestKind::Read);
     let ack = RequesterAck {
         action: RequesterAction::Revealed,
         user: ctx.whoami().await?,
