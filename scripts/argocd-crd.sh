@@ -40,7 +40,7 @@ else
   scratch=$(mktemp -d)
   json=$(cd "$scratch" && go mod download -json "$MODULE@$ARGOCD_VERSION" || true)
   rmdir "$scratch"
-  field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" <<<"$json" | head -1; }
+  field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" <<<"$json" | sed -n 1p; }
   dir=$(field Dir)
   zip=$(field Zip)
   mkdir -p "$(dirname "$crd")"

@@ -21,7 +21,7 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 have=$(go env GOVERSION | sed 's/^go//')
-if [[ "$(printf '%s\n%s\n' "$GO_MIN" "$have" | sort -V | head -1)" != "$GO_MIN" ]]; then
+if [[ "$(printf '%s\n%s\n' "$GO_MIN" "$have" | sort -V | sed -n 1p)" != "$GO_MIN" ]]; then
   log "Go $have is too old: e2e/argocd-lua needs Go $GO_MIN or newer"
   exit 1
 fi

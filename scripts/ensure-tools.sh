@@ -20,4 +20,4 @@ bin=$("$(dirname "$0")/kube.sh" path)
 "$(dirname "$0")/argocd-crd.sh"
 "$(dirname "$0")/argocd-lua.sh"
 
-log "tools ready: $(cargo nextest --version | head -1); $("$bin/kubectl" version --client 2>/dev/null | head -1); helm $("$bin/helm" version --short 2>/dev/null)"
+log "tools ready: $(cargo nextest --version | sed -n 1p); $("$bin/kubectl" version --client 2>/dev/null | sed -n 1p); helm $("$bin/helm" version --short 2>/dev/null)"

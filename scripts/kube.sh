@@ -25,7 +25,7 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 have=$(go env GOVERSION | sed 's/^go//')
-if [[ "$(printf '%s\n%s\n' "$GO_MIN" "$have" | sort -V | head -1)" != "$GO_MIN" ]]; then
+if [[ "$(printf '%s\n%s\n' "$GO_MIN" "$have" | sort -V | sed -n 1p)" != "$GO_MIN" ]]; then
   log "Go $have is too old: the Kubernetes $K8S_VERSION modules need Go $GO_MIN or newer"
   exit 1
 fi
@@ -69,4 +69,5 @@ fi
 
 mkdir -p "$TARGET_DIR"
 ln -sfn "$bin" "$TARGET_DIR/kube-bin"
-"$bin/kubectl" version --client 2>/dev/null | head -1 | sed 's/^/[kube] /' >&2
+# sed reads to the end (unlike head), so kubectl never meets a closed pipe under pipefail.
+"$bin/kubectl" version --client 2>/dev/null | sed -n '1s/^/[kube] /p' >&2
