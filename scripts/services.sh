@@ -39,7 +39,7 @@ bao_up() {
     echo $! >"$DIR/bao.pid"
     wait_for "OpenBao" 30 bao status
   fi
-  bao secrets list -format=json | grep -q '"transit/"' || bao secrets enable transit >/dev/null
+  bao secrets list -format=json | grep '"transit/"' >/dev/null || bao secrets enable transit >/dev/null
   log "OpenBao ready at $BAO_ADDR"
 }
 
@@ -79,9 +79,9 @@ postgres_up() {
       -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $data -c max_connections=200" start >/dev/null
   fi
   local psql=("$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qtA)
-  "${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='sb'" | grep -q 1 ||
+  "${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='sb'" | grep 1 >/dev/null ||
     "${psql[@]}" -c "CREATE ROLE sb LOGIN PASSWORD 'sb' CREATEDB"
-  "${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname='sb'" | grep -q 1 ||
+  "${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname='sb'" | grep 1 >/dev/null ||
     "${psql[@]}" -c "CREATE DATABASE sb OWNER sb"
   log "PostgreSQL ready at postgres://sb:sb@127.0.0.1:$PG_PORT/sb"
 }
