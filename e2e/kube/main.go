@@ -8,6 +8,9 @@
 //
 //	sb-kube --data-dir DIR [--user NAME[=GROUP,GROUP]]...
 //
+// Started again on the same DIR, sb-kube restarts that control plane: same ports, keys,
+// tokens and kubeconfigs, over the etcd data the last run left (sb-kube.state in DIR).
+//
 // DIR gets pki/ (the CA, serving and service-account keys), etcd/ (etcd's data: the real
 // storage, searched by the tests), kubeconfigs/<user>.kubeconfig (one per token user, plus
 // admin in system:masters) and logs on stderr. When /readyz answers, sb-kube prints one
@@ -70,33 +73,59 @@ func run() error {
 		}
 	}
 
-	ports, err := freePorts(3)
+	// A data directory that already holds a control plane's state is a restart: the same
+	// ports, CA, serving and service-account keys, tokens and kubeconfigs, over the etcd data
+	// the last run left, so every client (and every issued ServiceAccount token) of the first
+	// run works again, as after a kube-apiserver restart in a cluster.
+	statePath := filepath.Join(dir, "sb-kube.state")
+	st, restarting, err := loadState(statePath, pkiDir)
 	if err != nil {
 		return err
 	}
-	etcdPort, peerPort, apiPort := ports[0], ports[1], ports[2]
+	if restarting {
+		fmt.Fprintf(os.Stderr, "sb-kube: restarting on the state in %s (ports %d/%d/%d; --user flags are those of the first start)\n", dir, st.EtcdPort, st.PeerPort, st.APIPort)
+	} else {
+		ports, err := freePorts(3)
+		if err != nil {
+			return err
+		}
+		st.EtcdPort, st.PeerPort, st.APIPort = ports[0], ports[1], ports[2]
+	}
+	etcdPort, peerPort, apiPort := st.EtcdPort, st.PeerPort, st.APIPort
 	server := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	tokens := filepath.Join(pkiDir, "tokens.csv")
+	kubeconfigs := filepath.Join(dir, "kubeconfigs")
 
-	ca, err := newPKI()
-	if err != nil {
-		return err
-	}
-	if err := ca.write(pkiDir); err != nil {
-		return err
-	}
 	all := append([]user{
 		{name: adminUser, groups: []string{"system:masters"}},
 		{name: controllerManagerUser, groups: []string{"system:masters"}},
 	}, users...)
-	for i := range all {
-		all[i].token = randomToken()
+	if restarting {
+		all = st.Users
+	} else {
+		ca, err := newPKI()
+		if err != nil {
+			return err
+		}
+		if err := ca.write(pkiDir); err != nil {
+			return err
+		}
+		for i := range all {
+			all[i].token = randomToken()
+		}
+		if err := writeTokenFile(tokens, all); err != nil {
+			return err
+		}
+		if err := writeKubeconfigs(kubeconfigs, server, ca.caCertPEM, all); err != nil {
+			return err
+		}
+		st.Users = all
+		if err := saveState(statePath, st); err != nil {
+			return err
+		}
 	}
-	tokens := filepath.Join(pkiDir, "tokens.csv")
-	if err := writeTokenFile(tokens, all); err != nil {
-		return err
-	}
-	kubeconfigs := filepath.Join(dir, "kubeconfigs")
-	if err := writeKubeconfigs(kubeconfigs, server, ca.caCertPEM, all); err != nil {
+	caCertPEM, err := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
+	if err != nil {
 		return err
 	}
 
@@ -142,7 +171,7 @@ func run() error {
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- cmd.Execute() }()
 
-	if err := waitReady(server, ca.caCertPEM, all[0].token, apiDone); err != nil {
+	if err := waitReady(server, caCertPEM, all[0].token, apiDone); err != nil {
 		return err
 	}
 

@@ -64,47 +64,36 @@ impl ControlPlane {
     /// Starts a fresh control plane with `admin` (system:masters) and the given token users
     /// (name, groups); returns once `/readyz` answers.
     pub async fn start(users: &[(&str, &[&str])]) -> anyhow::Result<Self> {
-        let binary = kube_binary("sb-kube")?;
         let dir = tempfile::Builder::new().prefix("sb-kube-").tempdir()?;
-        let log = std::fs::File::create(dir.path().join("sb-kube.log"))?;
-        let mut cmd = Command::new(&binary);
-        cmd.arg("--data-dir").arg(dir.path());
-        for (name, groups) in users {
-            cmd.arg("--user").arg(if groups.is_empty() {
-                name.to_string()
-            } else {
-                format!("{name}={}", groups.join(","))
-            });
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stdout = child.stdout.take().expect("piped");
-        let log_path = dir.path().join("sb-kube.log");
-        // sb-kube prints one line, `ready <url>`, when /readyz answers; EOF means it exited.
-        let ready = tokio::time::timeout(
-            START_TIMEOUT,
-            tokio::task::spawn_blocking(move || {
-                let mut line = String::new();
-                BufReader::new(stdout).read_line(&mut line).map(|_| line)
-            }),
-        )
-        .await;
-        let line = match ready {
-            Ok(joined) => joined??,
-            Err(_) => {
-                let _ = child.kill();
-                bail!("sb-kube was not ready within {START_TIMEOUT:?}\n{}", tail(&log_path));
-            }
-        };
-        let Some(url) = line.trim().strip_prefix("ready ").map(str::to_owned) else {
-            let status = child.wait()?;
-            bail!("sb-kube exited ({status}) before it was ready\n{}", tail(&log_path));
-        };
+        let (child, url) = spawn(dir.path(), users).await?;
         Ok(Self { child: Some(child), dir, url })
+    }
+
+    /// Stops the control plane (SIGTERM, as a kube-apiserver is restarted in a cluster) and
+    /// starts it again on the same data directory: the same URL, CA, tokens and
+    /// kubeconfigs, over the etcd data the first run left. Returns once `/readyz` answers.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.go_down();
+        self.start_again().await
+    }
+
+    /// Stops the control plane; [`Self::start_again`] brings it back. For tests that act
+    /// while it is down.
+    pub fn go_down(&mut self) {
+        self.stop();
+    }
+
+    /// Starts the control plane stopped by [`Self::go_down`] again on the same data.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("the control plane is running");
+        }
+        let (child, url) = spawn(self.dir.path(), &[]).await?;
+        if url != self.url {
+            bail!("the control plane came back on {url}, not on {}", self.url);
+        }
+        self.child = Some(child);
+        Ok(())
     }
 
     /// The data directory (pki/, etcd/, kubeconfigs/, sb-kube.log).
@@ -254,6 +243,51 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts `sb-kube` on `dir` (a restart when `dir` holds an earlier run's state) and waits
+/// for its `ready <url>` line.
+async fn spawn(dir: &Path, users: &[(&str, &[&str])]) -> anyhow::Result<(Child, String)> {
+    let binary = kube_binary("sb-kube")?;
+    let log_path = dir.join("sb-kube.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let mut cmd = Command::new(&binary);
+    cmd.arg("--data-dir").arg(dir);
+    for (name, groups) in users {
+        cmd.arg("--user").arg(if groups.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}={}", groups.join(","))
+        });
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let stdout = child.stdout.take().expect("piped");
+    // sb-kube prints one line, `ready <url>`, when /readyz answers; EOF means it exited.
+    let ready = tokio::time::timeout(
+        START_TIMEOUT,
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        }),
+    )
+    .await;
+    let line = match ready {
+        Ok(joined) => joined??,
+        Err(_) => {
+            let _ = child.kill();
+            bail!("sb-kube was not ready within {START_TIMEOUT:?}\n{}", tail(&log_path));
+        }
+    };
+    let Some(url) = line.trim().strip_prefix("ready ").map(str::to_owned) else {
+        let status = child.wait()?;
+        bail!("sb-kube exited ({status}) before it was ready\n{}", tail(&log_path));
+    };
+    Ok((child, url))
 }
 
 /// Every regular file under `dir`, recursively.

@@ -38,24 +38,11 @@ fn read_phase(r: &SecretReadRequest) -> Option<ReadPhase> {
     r.status.as_ref().and_then(|s| s.phase)
 }
 
-/// Each `action` audit event of object `uid`, by outcome, and whether the chain verifies.
 async fn audited(s: &Scenario, uid: &str, action: &str) -> Vec<String> {
-    let store = common::open_store(&s.operator).await;
-    let events = store.audit_events(0, 100_000).await.unwrap();
-    events
-        .into_iter()
-        .filter(|e| e.event.object.uid == uid && e.event.action == action)
-        .map(|e| e.event.outcome)
-        .collect()
+    common::audited(&s.operator, uid, action).await
 }
 
-/// No two events of one action and outcome, i.e. no transition recorded twice.
-fn once_each(outcomes: &[String]) {
-    let mut seen = std::collections::BTreeSet::new();
-    for o in outcomes {
-        assert!(seen.insert(o), "transition {o} audited twice: {outcomes:?}");
-    }
-}
+use common::once_each;
 
 async fn start_read(s: &Scenario, name: &str, recipient: &KeyPair) -> SecretReadRequest {
     s.kubectl("alice", &["apply", "-f", "-"], Some(&read_yaml(name, recipient))).await.expect_ok("alice's read");

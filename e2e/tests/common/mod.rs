@@ -3,6 +3,9 @@
 //! results). A value that leaked into a job result is invisible to a byte search of the
 //! database file, which sees only ciphertext there.
 
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
 use sb_e2e::operator::Operator;
 use sb_e2e::stack::canary::Sightings;
 use sb_operator::store::Store;
@@ -24,5 +27,25 @@ pub async fn look_in_decrypted_columns(found: &mut Sightings, operator: &Operato
     let columns = open_store(operator).await.decrypted_columns().await.expect("the store's columns decrypt");
     for (column, plaintext) in columns {
         found.look(&format!("store column {column}"), &plaintext, canaries);
+    }
+}
+
+/// Each `action` audit event (`read.transition`, `patch.transition`, …) of object `uid`, by
+/// outcome, in the order appended.
+pub async fn audited(operator: &Operator, uid: &str, action: &str) -> Vec<String> {
+    let store = open_store(operator).await;
+    let events = store.audit_events(0, 100_000).await.unwrap();
+    events
+        .into_iter()
+        .filter(|e| e.event.object.uid == uid && e.event.action == action)
+        .map(|e| e.event.outcome)
+        .collect()
+}
+
+/// No two events of one action and outcome, i.e. no transition recorded twice.
+pub fn once_each(outcomes: &[String]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for o in outcomes {
+        assert!(seen.insert(o), "transition {o} audited twice: {outcomes:?}");
     }
 }

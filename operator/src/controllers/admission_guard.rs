@@ -63,17 +63,21 @@ impl AdmissionGuard {
     /// request is marked untrusted before approvals count again.
     pub async fn check(&self, client: &Client) -> Problems {
         let mut outage = self.outage.lock().await;
-        let (mut problems, pins) = match &self.expected {
-            Err(e) => (vec![e.clone()], Pins::new()),
+        let Inspection { mut problems, pins, unreadable } = match &self.expected {
+            Err(e) => Inspection { problems: vec![e.clone()], pins: Pins::new(), unreadable: 0 },
             Ok(expected) => inspect(client, expected).await,
         };
         if problems.is_empty() {
             if let Err(e) = self.settle(client, &pins, &mut outage).await {
                 problems.push(format!("could not record which approvals to trust: {e}"));
             }
-        } else {
+        } else if problems.len() > unreadable {
             *outage = true;
         }
+        // Objects that could not be read (the API server restarting, a network cut) withhold
+        // approvals but are no evidence that the policies were out of force: once they can be
+        // read again, the pins tell whether anything was deleted, replaced or edited
+        // meanwhile (a new uid or generation), and only then is every present entry distrusted.
         self.record(&problems);
         problems
     }
@@ -193,9 +197,19 @@ impl AdmissionGuard {
 }
 
 /// Every shipped object's problem, and the uid and generation of those installed.
-async fn inspect(client: &Client, expected: &[Expected]) -> (Problems, Pins) {
+/// What one look at the shipped objects found.
+struct Inspection {
+    problems: Problems,
+    /// uid and generation of each object found.
+    pins: Pins,
+    /// How many of `problems` are objects that could not be read at all.
+    unreadable: usize,
+}
+
+async fn inspect(client: &Client, expected: &[Expected]) -> Inspection {
     let mut problems = Vec::new();
     let mut pins = Pins::new();
+    let mut unreadable = 0;
     for object in expected {
         match installed(client, object).await {
             Ok(found) => {
@@ -205,10 +219,13 @@ async fn inspect(client: &Client, expected: &[Expected]) -> (Problems, Pins) {
                     pins.insert((object.kind.as_str().to_owned(), object.name.clone()), (uid, generation));
                 }
             }
-            Err(e) => problems.push(format!("could not read {}/{}: {e}", object.kind.as_str(), object.name)),
+            Err(e) => {
+                unreadable += 1;
+                problems.push(format!("could not read {}/{}: {e}", object.kind.as_str(), object.name));
+            }
         }
     }
-    (problems, pins)
+    Inspection { problems, pins, unreadable }
 }
 
 /// The store's key of one approval entry: SHA-256 of its JSON.
