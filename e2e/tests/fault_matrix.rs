@@ -119,6 +119,43 @@ async fn operator_killed_after_writing_delivered_before_deleting_the_result() {
     assert_eq!(code, 0, "{text}");
 }
 
+/// Killed during delivery expiry: the end of the delivery is audited, the status still holds
+/// the sealed delivery. The restart expires it once: `Expired`, the delivery gone, the
+/// deletion and the transition each audited once.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_killed_during_delivery_expiry() {
+    let mut s = Scenario::start().await.unwrap();
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    let recipient = KeyPair::generate();
+    // The shortest delivery the schema allows, so expiry comes within the test.
+    let yaml = read_yaml("crash-x", &recipient) + "  delivery: {ttlSeconds: 60}\n";
+    s.kubectl("alice", &["apply", "-f", "-"], Some(&yaml)).await.expect_ok("alice's read");
+    let request = s.wait(&api, "crash-x", "Pending", |r| read_phase(r) == Some(ReadPhase::Pending)).await.unwrap();
+    let uid = request.metadata.uid.clone().unwrap();
+    s.decide("bob", "srr", "crash-x", "Approve", false).await.expect_ok("bob's approval");
+    s.wait(&api, "crash-x", "Queued", |r| read_phase(r) == Some(ReadPhase::Queued)).await.unwrap();
+    let jobs = s.agent.claim(1).await.unwrap();
+    s.agent.complete(&jobs[0], sealed_read(&uid, &jobs[0].payload, &recipient)).await.unwrap();
+    s.wait(&api, "crash-x", "Delivered", |r| read_phase(r) == Some(ReadPhase::Delivered)).await.unwrap();
+
+    s.operator.restart_armed(Some("read.expiry.after-audit")).await.unwrap();
+    s.operator.wait_exit(Duration::from_secs(60) + CRASH_WITHIN).await.unwrap();
+    let died = api.get("crash-x").await.unwrap();
+    assert_eq!(read_phase(&died), Some(ReadPhase::Delivered), "died before the write");
+    assert_eq!(died.status.unwrap().delivery.len(), 1, "the delivery is still there");
+    assert_eq!(audited(&s, &uid, "read.delivery.delete").await, ["Succeeded"]);
+
+    s.operator.restart_armed(None).await.unwrap();
+    let expired = s.wait(&api, "crash-x", "Expired", |r| read_phase(r) == Some(ReadPhase::Expired)).await.unwrap();
+    assert!(expired.status.unwrap().delivery.is_empty(), "the delivery left the status");
+    assert_eq!(audited(&s, &uid, "read.delivery.delete").await, ["Succeeded"], "the deletion audited once");
+    let transitions = audited(&s, &uid, "read.transition").await;
+    assert_eq!(transitions.iter().filter(|t| *t == "Expired").count(), 1, "{transitions:?}");
+    once_each(&transitions);
+    let (code, text) = s.operator.audit_verify(&s.cluster);
+    assert_eq!(code, 0, "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_killed_after_auditing_executed_before_writing_it() {
     let mut s = Scenario::start().await.unwrap();

@@ -107,7 +107,8 @@ impl Context {
 
     /// Audits a phase transition unless it is the object's last recorded transition already
     /// (the operator died after auditing it and before writing the status, and is making it
-    /// again), so each transition is recorded once.
+    /// again), so each transition is recorded once. The same holds for any one-time step
+    /// keyed by its action (the end of a delivery: `read.reveal`, `read.delivery.delete`).
     pub async fn audit_transition(&self, event: AuditEvent) -> Result<(), Error> {
         let last =
             self.store.last_audit_outcome(&event.object.uid, &event.action).await.map_err(Error::AuditUnavailable)?;

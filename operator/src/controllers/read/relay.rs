@@ -151,8 +151,9 @@ pub(super) async fn watch_delivery(obj: &SecretReadRequest, ctx: &Context) -> Re
     let now = chrono::Utc::now();
     let expires = status.expires_at.as_ref().map(from_time).unwrap_or(now);
     let acks = obj.status.as_ref().map(|s| s.requester_actions.as_slice()).unwrap_or_default();
+    // Each end of a delivery is recorded once, however often a crash makes this run again.
     if requester_did(acks, &obj.spec.requester, RequesterAction::Revealed) {
-        ctx.audit(
+        ctx.audit_transition(
             AuditEvent::now(format!("user:{}", obj.spec.requester), "read.reveal", audit_object(obj))
                 .outcome("Succeeded", "the requester opened the delivery"),
         )
@@ -164,10 +165,11 @@ pub(super) async fn watch_delivery(obj: &SecretReadRequest, ctx: &Context) -> Re
         return Ok(Action::await_change());
     }
     if now >= expires {
-        ctx.audit(
+        ctx.audit_transition(
             AuditEvent::now(OPERATOR_ACTOR, "read.delivery.delete", audit_object(obj)).outcome("Succeeded", "expired"),
         )
         .await?;
+        crate::faults::crash_point("read.expiry.after-audit");
         status.delivery.clear();
         transition(
             obj,
