@@ -10,7 +10,6 @@
 //! the patch Executed with one job each and the change in OpenBao exactly once, each
 //! transition audited once, and a request created after the restart flows too.
 
-#[allow(dead_code)]
 mod common;
 
 use sb_core::crd::{AgentPhase, AgentRegistration, PatchPhase, ReadPhase};

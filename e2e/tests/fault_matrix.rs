@@ -3,7 +3,6 @@
 //! started again, and the request still ends in the right phase with exactly one job, each
 //! transition audited once, the audit chain intact, and no sealed result left in the store.
 
-#[allow(dead_code)]
 mod common;
 
 use kube::Api;
