@@ -480,20 +480,24 @@ impl Connection {
     async fn serve<I: AsyncRead + AsyncWrite + Unpin + 'static>(mut self, io: I, _slot: OwnedSemaphorePermit) {
         let _open = Open::new(&self.metrics.connections_open);
         let peer = self.peer;
-        let handshake = tokio::time::timeout(self.limits.handshake_timeout, self.acceptor.accept(io));
+        // The handshake is pinned here rather than moved into the select so that the socket it
+        // owns closes when this function returns: after the timeout has been counted, never
+        // before (a client that sees the close may read the counter at once).
+        let handshake = self.acceptor.accept(io);
+        tokio::pin!(handshake);
         let tls = tokio::select! {
-            tls = handshake => match tls {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
+            tls = &mut handshake => match tls {
+                Ok(tls) => tls,
+                Err(e) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
-                Err(_) => {
-                    self.metrics.handshake_timeouts.inc();
-                    tracing::debug!(%peer, timeout = ?self.limits.handshake_timeout, "TLS handshake timed out");
-                    return;
-                }
             },
+            () = tokio::time::sleep(self.limits.handshake_timeout) => {
+                self.metrics.handshake_timeouts.inc();
+                tracing::debug!(%peer, timeout = ?self.limits.handshake_timeout, "TLS handshake timed out");
+                return;
+            }
             // No request has started on a connection still shaking hands: drop it.
             _ = self.closing.wait_for(|closing| *closing) => return,
         };
