@@ -17,8 +17,9 @@ build: ## Build every crate, tests and benches included
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: tools services boundaries build ## The whole test suite (what CI runs)
+test: tools services boundaries build ## The whole test suite (what CI runs), then the short fuzz pass
 	$(CARGO) nextest run --workspace --no-fail-fast
+	@scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
 
 .PHONY: services
 services: ## Install and start OpenBao, moto and PostgreSQL on loopback (idempotent)
@@ -29,8 +30,17 @@ services-down: ## Stop the services started by `make services`
 	@scripts/services.sh down
 
 .PHONY: bench
-bench: services ## Benchmarks that print the figures issues name (claim latency on SQLite and PostgreSQL)
-	$(CARGO) bench -p sb-operator --bench claim_latency
+bench: services kube ## Every benchmark of docs/performance.md (a few minutes): one table, each figure with its same-run baseline
+	@scripts/bench.sh
+
+.PHONY: bench-full
+bench-full: services kube ## The heavy run of the same table: longer windows, PostgreSQL at 10k, ESO at 10k, 10k jobs
+	@scripts/bench.sh --full
+
+.PHONY: load
+load: tools services build ## The long load run: 2,000 reads and patches at once on one operator, then on two replicas (PostgreSQL) with the leader killed halfway; prints p50/p99
+	$(CARGO) run --quiet -p sb-e2e --bin sb-load -- --readers 1500 --patchers 500
+	$(CARGO) run --quiet -p sb-e2e --bin sb-load -- --readers 1500 --patchers 500 --replicas 2 --kill-one-halfway
 
 .PHONY: boundaries
 boundaries: ## Check the one-way dependency rules between tiers (cargo tree)
@@ -53,6 +63,18 @@ crdgen: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types in c
 .PHONY: e2e
 e2e: tools services build ## Only the end-to-end scenarios (real kube-apiserver + etcd, kubectl, helm, OpenBao, moto, PostgreSQL)
 	$(CARGO) nextest run -p sb-e2e --no-fail-fast
+
+# Seconds each fuzz target runs for in `make fuzz`, and in the short pass `make test` ends with.
+FUZZ_SECONDS ?= 120
+FUZZ_SHORT_SECONDS ?= 15
+
+.PHONY: fuzz
+fuzz: ## Fuzz every parser of network and user input, 120 s per target (FUZZ_SECONDS=…); fails on a crash
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+.PHONY: fuzz-short
+fuzz-short: ## The short fuzz pass `make test` ends with: 15 s per target, fails on a crash
+	@scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
 
 .PHONY: kube
 kube: ## Build (cached by go.sum) the real control plane for tests: kube-apiserver + etcd + controller-manager, kubectl, helm

@@ -5,10 +5,14 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// What `--version` prints: the version and the git commit the binary was built from
+/// (`unknown` when built from a source tarball; scripts/build-version.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SB_GIT_COMMIT"), ")");
+
 /// Secrets Bridge agent: claims approved jobs from the operator over outbound HTTPS and
 /// executes them against the secret providers of its own boundary.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "sb-agent", version, about, subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
+#[command(name = "sb-agent", version = VERSION, about, subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 #[command(after_help = "First create the agent's identity in its own boundary:\n  \
     sb-agent identity new --agent-id edge --out identity.json\n\
     then register the printed public key in AgentRegistration.spec.authKeys and run:\n  \

@@ -10,6 +10,7 @@
 //! and publishes the same keys.
 
 use crate::cli::Cli;
+use sb_core::crd::is_dns_label;
 use sb_core::identity::AgentKeys;
 use sb_core::protocol::AgentIdentity;
 use sb_core::seal::KeyPair;
@@ -43,6 +44,11 @@ pub enum IdentityError {
         "identity file {path} ({ENV_IDENTITY_FILE}) is not a valid identity.json: {category} error at line {line}, column {column}"
     )]
     Malformed { path: PathBuf, category: &'static str, line: usize, column: usize },
+    // The id is not quoted: it sits in the file beside the seed.
+    #[error(
+        "{0} is not an agent id: it must be the name of the agent's AgentRegistration, a DNS-1123 label (a-z, 0-9 and '-', at most 63, starting and ending with a letter or digit)"
+    )]
+    BadAgentId(String),
     #[error("identity file {path} ({ENV_IDENTITY_FILE}) has an empty {field}")]
     EmptyField { path: PathBuf, field: &'static str },
     #[error("with {ENV_AGENT_ID}/{ENV_AGENT_KEY} the operator URL must come from --operator-url or SB_OPERATOR_URL")]
@@ -93,6 +99,9 @@ impl Identity {
                 if agent_id.trim().is_empty() {
                     return Err(IdentityError::Empty(ENV_AGENT_ID));
                 }
+                if !is_dns_label(&agent_id) {
+                    return Err(IdentityError::BadAgentId(ENV_AGENT_ID.to_owned()));
+                }
                 if key.is_empty() {
                     return Err(IdentityError::Empty(ENV_AGENT_KEY));
                 }
@@ -134,7 +143,12 @@ impl Identity {
             std::fs::read_to_string(path)
                 .map_err(|source| IdentityError::Unreadable { path: path.to_owned(), source })?,
         );
-        let file: AgentIdentity = serde_json::from_str(&text).map_err(|err| IdentityError::Malformed {
+        Self::from_json(path, &text)
+    }
+
+    /// Parses and checks the text of `identity.json`; `path` only names the file in errors.
+    pub fn from_json(path: &Path, text: &str) -> Result<Self, IdentityError> {
+        let file: AgentIdentity = serde_json::from_str(text).map_err(|err| IdentityError::Malformed {
             path: path.to_owned(),
             category: match err.classify() {
                 serde_json::error::Category::Io => "read",
@@ -147,6 +161,9 @@ impl Identity {
         let empty = |field| IdentityError::EmptyField { path: path.to_owned(), field };
         if file.agent_id.is_empty() {
             return Err(empty("agentId"));
+        }
+        if !is_dns_label(&file.agent_id) {
+            return Err(IdentityError::BadAgentId(format!("agentId in identity file {}", path.display())));
         }
         if file.agent_key.is_empty() {
             return Err(empty("agentKey"));
@@ -182,6 +199,9 @@ pub fn create(
     use anyhow::Context as _;
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    if !is_dns_label(agent_id) {
+        return Err(IdentityError::BadAgentId("the agent id given".to_owned()).into());
+    }
     let keys = AgentKeys::generate();
     let ca_bundle = match ca_file {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,

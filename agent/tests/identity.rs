@@ -242,6 +242,34 @@ fn a_malformed_key_in_the_identity_file_is_refused_naming_the_field_without_echo
     }
 }
 
+/// Found by `fuzz/fuzz_targets/identity_file.rs`: an id with a `,` or a trailing space was
+/// accepted, and the operator read another id out of the agent's signature header (or none),
+/// so every request was refused as signed for someone else. The id must be a registration
+/// name; the refusal says so at start-up, from the file and from the environment alike.
+#[test]
+fn an_agent_id_that_is_not_a_registration_name_is_refused_at_start_up() {
+    let seed = AgentKeys::generate().seed_base64();
+    for bad in ["edge,key=x", "edge ", " edge", "Edge", "edge.team", "-edge", &"e".repeat(64)] {
+        let file = common::temp_file(&identity_json(bad, &seed));
+        let path = file.path().to_str().unwrap();
+        let err = Identity::resolve(&cli(&["--identity-file", path]), |_| None).unwrap_err();
+        assert!(matches!(err, IdentityError::BadAgentId(_)), "{bad:?}: {err}");
+        assert!(err.to_string().contains("DNS-1123 label"), "{err}");
+        assert!(!err.to_string().contains(seed.as_str()));
+
+        let env = |name: &str| match name {
+            "SB_AGENT_ID" => Some(bad.to_owned()),
+            "SB_AGENT_KEY" => Some(seed.to_string()),
+            _ => None,
+        };
+        let err = Identity::resolve(&cli(&["--operator-url", "https://operator.example:8443"]), env).unwrap_err();
+        assert!(matches!(err, IdentityError::BadAgentId(ref what) if what == "SB_AGENT_ID"), "{bad:?}: {err}");
+    }
+    let file = common::temp_file(&identity_json("edge-2", &seed));
+    let loaded = Identity::resolve(&cli(&["--identity-file", file.path().to_str().unwrap()]), |_| None).unwrap();
+    assert_eq!(loaded.agent_id, "edge-2");
+}
+
 #[test]
 fn a_malformed_identity_file_exits_non_zero_naming_the_file_without_echoing_it() {
     let config = common::temp_file(CONFIG);

@@ -6,14 +6,17 @@
 //
 // Usage:
 //
-//	sb-kube --data-dir DIR [--user NAME[=GROUP,GROUP]]...
+//	sb-kube --data-dir DIR [--user NAME[=GROUP,GROUP]]... [--audit-log]
 //
 // Started again on the same DIR, sb-kube restarts that control plane: same ports, keys,
 // tokens and kubeconfigs, over the etcd data the last run left (sb-kube.state in DIR).
 //
 // DIR gets pki/ (the CA, serving and service-account keys), etcd/ (etcd's data: the real
 // storage, searched by the tests), kubeconfigs/<user>.kubeconfig (one per token user, plus
-// admin in system:masters) and logs on stderr. When /readyz answers, sb-kube prints one
+// admin in system:masters) and logs on stderr. With --audit-log the API server also writes
+// its audit log to DIR/audit.log, one JSON event per request at level Metadata (who, verb,
+// resource, response code, times; never a request or response body), so tests can count the
+// requests a client makes. When /readyz answers, sb-kube prints one
 // line, "ready https://127.0.0.1:PORT", on stdout. SIGTERM or SIGINT stops it cleanly.
 package main
 
@@ -56,6 +59,7 @@ func run() error {
 	dataDir := fs.String("data-dir", "", "directory for pki/, etcd/ and kubeconfigs/ (required; created if missing)")
 	var users userFlags
 	fs.Var(&users, "user", "a token user NAME[=GROUP,GROUP]; repeatable ("+adminUser+" in system:masters always exists)")
+	audit := fs.Bool("audit-log", false, "write the API server's audit log (level Metadata) to DIR/audit.log")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
@@ -90,6 +94,7 @@ func run() error {
 			return err
 		}
 		st.EtcdPort, st.PeerPort, st.APIPort = ports[0], ports[1], ports[2]
+		st.Audit = *audit
 	}
 	etcdPort, peerPort, apiPort := st.EtcdPort, st.PeerPort, st.APIPort
 	server := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
@@ -146,7 +151,7 @@ func run() error {
 	// The API server installs its own SIGTERM/SIGINT handler: a signal cancels its context,
 	// it shuts down gracefully and Execute returns.
 	cmd := apiserver.NewAPIServerCommand()
-	cmd.SetArgs([]string{
+	args := []string{
 		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", etcdPort),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -167,7 +172,15 @@ func run() error {
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
 		"--v=0",
-	})
+	}
+	if st.Audit {
+		auditArgs, err := auditLog(dir)
+		if err != nil {
+			return err
+		}
+		args = append(args, auditArgs...)
+	}
+	cmd.SetArgs(args)
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- cmd.Execute() }()
 
@@ -206,6 +219,31 @@ func run() error {
 	}
 	fmt.Fprintln(os.Stderr, "sb-kube: stopping etcd")
 	return nil
+}
+
+// auditPolicy logs every request once, when its response is complete (a watch when it
+// ends), at level Metadata: no request or response body, so no value can reach the log.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+  - level: Metadata
+`
+
+// auditLog writes the audit policy into dir and returns the API server flags that write the
+// audit log to dir/audit.log synchronously (each event is in the file when the response is).
+func auditLog(dir string) ([]string, error) {
+	policy := filepath.Join(dir, "audit-policy.yaml")
+	if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+		return nil, err
+	}
+	return []string{
+		"--audit-policy-file=" + policy,
+		"--audit-log-path=" + filepath.Join(dir, "audit.log"),
+		"--audit-log-format=json",
+		"--audit-log-mode=blocking",
+		"--audit-log-maxsize=0",
+	}, nil
 }
 
 // shutdownGrace bounds how long a SIGTERM waits for the API server to drain.

@@ -15,6 +15,8 @@ type state struct {
 	PeerPort int
 	APIPort  int
 	Users    []user
+	// Audit says whether the API server writes an audit log (--audit-log at the first start).
+	Audit bool
 }
 
 type diskUser struct {
@@ -28,6 +30,7 @@ type diskState struct {
 	PeerPort int        `json:"peerPort"`
 	APIPort  int        `json:"apiPort"`
 	Users    []diskUser `json:"users"`
+	Audit    bool       `json:"audit,omitempty"`
 }
 
 // loadState reads the state of an earlier run; false (and no error) when there is none.
@@ -47,7 +50,7 @@ func loadState(path, pkiDir string) (state, bool, error) {
 	if _, err := os.Stat(filepath.Join(pkiDir, "ca.crt")); err != nil {
 		return state{}, false, fmt.Errorf("%s names an earlier run but its CA is gone: %w", path, err)
 	}
-	st := state{EtcdPort: disk.EtcdPort, PeerPort: disk.PeerPort, APIPort: disk.APIPort}
+	st := state{EtcdPort: disk.EtcdPort, PeerPort: disk.PeerPort, APIPort: disk.APIPort, Audit: disk.Audit}
 	for _, u := range disk.Users {
 		st.Users = append(st.Users, user{name: u.Name, groups: u.Groups, token: u.Token})
 	}
@@ -59,7 +62,7 @@ func loadState(path, pkiDir string) (state, bool, error) {
 
 // saveState writes the state a restart reads (0600: it holds the tokens, like tokens.csv).
 func saveState(path string, st state) error {
-	disk := diskState{EtcdPort: st.EtcdPort, PeerPort: st.PeerPort, APIPort: st.APIPort}
+	disk := diskState{EtcdPort: st.EtcdPort, PeerPort: st.PeerPort, APIPort: st.APIPort, Audit: st.Audit}
 	for _, u := range st.Users {
 		disk.Users = append(disk.Users, diskUser{Name: u.name, Groups: u.groups, Token: u.token})
 	}

@@ -64,8 +64,19 @@ impl ControlPlane {
     /// Starts a fresh control plane with `admin` (system:masters) and the given token users
     /// (name, groups); returns once `/readyz` answers.
     pub async fn start(users: &[(&str, &[&str])]) -> anyhow::Result<Self> {
+        Self::start_with(users, false).await
+    }
+
+    /// [`Self::start`] with the API server's audit log on (`sb-kube --audit-log`, level
+    /// Metadata, kept across restarts): every request any client makes, read back with
+    /// [`Self::api_requests`], so a test can count what a process asks of the API server.
+    pub async fn start_audited(users: &[(&str, &[&str])]) -> anyhow::Result<Self> {
+        Self::start_with(users, true).await
+    }
+
+    async fn start_with(users: &[(&str, &[&str])], audit: bool) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("sb-kube-").tempdir()?;
-        let (child, url) = spawn(dir.path(), users).await?;
+        let (child, url) = spawn(dir.path(), users, audit).await?;
         Ok(Self { child: Some(child), dir, url })
     }
 
@@ -88,7 +99,7 @@ impl ControlPlane {
         if self.child.is_some() {
             bail!("the control plane is running");
         }
-        let (child, url) = spawn(self.dir.path(), &[]).await?;
+        let (child, url) = spawn(self.dir.path(), &[], false).await?;
         if url != self.url {
             bail!("the control plane came back on {url}, not on {}", self.url);
         }
@@ -217,6 +228,41 @@ impl ControlPlane {
         Ok(found)
     }
 
+    /// Every request the API server has answered so far, oldest first, from its audit log
+    /// (a watch appears once it has ended). Empty unless started with [`Self::start_audited`].
+    pub fn api_requests(&self) -> anyhow::Result<Vec<ApiRequest>> {
+        let path = self.dir.path().join("audit.log");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        // The last line may be half written while the API server appends to it.
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|event| {
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                let object = &event["objectRef"];
+                ApiRequest {
+                    user: text(&event["user"]["username"]),
+                    verb: text(&event["verb"]),
+                    resource: text(&object["resource"]),
+                    subresource: text(&object["subresource"]),
+                    namespace: text(&object["namespace"]),
+                    name: text(&object["name"]),
+                    uri: text(&event["requestURI"]),
+                    code: event["responseStatus"]["code"].as_i64().unwrap_or_default(),
+                    received: chrono::DateTime::parse_from_rfc3339(
+                        event["requestReceivedTimestamp"].as_str().unwrap_or_default(),
+                    )
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
     /// The control plane's own log.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sb-kube.log")).unwrap_or_default()
@@ -247,12 +293,15 @@ impl Drop for ControlPlane {
 
 /// Starts `sb-kube` on `dir` (a restart when `dir` holds an earlier run's state) and waits
 /// for its `ready <url>` line.
-async fn spawn(dir: &Path, users: &[(&str, &[&str])]) -> anyhow::Result<(Child, String)> {
+async fn spawn(dir: &Path, users: &[(&str, &[&str])], audit: bool) -> anyhow::Result<(Child, String)> {
     let binary = kube_binary("sb-kube")?;
     let log_path = dir.join("sb-kube.log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut cmd = Command::new(&binary);
     cmd.arg("--data-dir").arg(dir);
+    if audit {
+        cmd.arg("--audit-log");
+    }
     for (name, groups) in users {
         cmd.arg("--user").arg(if groups.is_empty() {
             name.to_string()
@@ -288,6 +337,34 @@ async fn spawn(dir: &Path, users: &[(&str, &[&str])]) -> anyhow::Result<(Child, 
         bail!("sb-kube exited ({status}) before it was ready\n{}", tail(&log_path));
     };
     Ok((child, url))
+}
+
+/// One request as the API server's audit log records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiRequest {
+    /// The authenticated user (`system:serviceaccount:<namespace>:<name>` for the operator).
+    pub user: String,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ...
+    pub verb: String,
+    /// Plural resource (`secretreadrequests`), empty for non-resource URLs.
+    pub resource: String,
+    /// `status` for the status subresource, else empty.
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+    /// The request's path and query.
+    pub uri: String,
+    /// The HTTP status code of the answer.
+    pub code: i64,
+    /// When the API server received it.
+    pub received: chrono::DateTime<chrono::Utc>,
+}
+
+impl ApiRequest {
+    /// Whether it asked to change something (anything but get, list and watch).
+    pub fn is_write(&self) -> bool {
+        !matches!(self.verb.as_str(), "get" | "list" | "watch")
+    }
 }
 
 /// Every regular file under `dir`, recursively.

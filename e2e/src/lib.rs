@@ -5,7 +5,9 @@
 pub mod argocd;
 pub mod canary;
 pub mod kube;
+pub mod load;
 pub mod operator;
+pub mod scale;
 pub mod scenario;
 pub mod scripted_agent;
 pub mod stack;
@@ -80,6 +82,14 @@ impl Cluster {
     pub async fn start(users: &[(&str, &[&str])]) -> anyhow::Result<Self> {
         let kubectl = kubectl_path()?;
         let server = kube::ControlPlane::start(users).await.context("starting the Kubernetes control plane")?;
+        Ok(Self { server, kubectl })
+    }
+
+    /// [`Cluster::start`] with the API server's audit log on, to count requests
+    /// ([`kube::ControlPlane::api_requests`]).
+    pub async fn start_audited(users: &[(&str, &[&str])]) -> anyhow::Result<Self> {
+        let kubectl = kubectl_path()?;
+        let server = kube::ControlPlane::start_audited(users).await.context("starting the Kubernetes control plane")?;
         Ok(Self { server, kubectl })
     }
 

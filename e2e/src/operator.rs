@@ -56,6 +56,9 @@ pub struct Operator {
     extra_args: Vec<String>,
     /// `SB_CRASH_AT` for the next start (a fault-matrix crash point).
     crash_at: Option<String>,
+    /// What agents are told to use when it is not this replica's own port (a Service in
+    /// front of several replicas).
+    service_endpoint: Option<String>,
 }
 
 impl Operator {
@@ -67,7 +70,27 @@ impl Operator {
     /// [`Operator::start`] that returns once the log contains `ready` instead, e.g. a
     /// standby replica's "another replica leads".
     pub async fn start_until(cluster: &Cluster, extra_args: &[&str], ready: &str) -> anyhow::Result<Self> {
-        let mut op = Self {
+        let mut op = Self::prepare(cluster, extra_args).await?;
+        op.spawn(ready).await?;
+        Ok(op)
+    }
+
+    /// [`Operator::start_until`] for one of several replicas behind one address, as pods behind
+    /// a Service: the replica listens on its own port and tells agents `service_endpoint`.
+    pub async fn start_replica(
+        cluster: &Cluster,
+        extra_args: &[&str],
+        service_endpoint: &str,
+        ready: &str,
+    ) -> anyhow::Result<Self> {
+        let mut op = Self::prepare(cluster, extra_args).await?;
+        op.service_endpoint = Some(service_endpoint.to_owned());
+        op.spawn(ready).await?;
+        Ok(op)
+    }
+
+    async fn prepare(cluster: &Cluster, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Ok(Self {
             child: None,
             binary: operator_binary()?,
             kubeconfig: cluster.server.service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT).await?,
@@ -77,9 +100,8 @@ impl Operator {
             starts: 0,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             crash_at: None,
-        };
-        op.spawn(ready).await?;
-        Ok(op)
+            service_endpoint: None,
+        })
     }
 
     /// The agent API URL written into identity.json.
@@ -111,7 +133,7 @@ impl Operator {
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .args(["--agent-api-listen", &format!("127.0.0.1:{}", self.api_port)])
-            .args(["--agent-api-endpoint", &self.endpoint()])
+            .args(["--agent-api-endpoint", self.service_endpoint.as_deref().unwrap_or(&self.endpoint())])
             .args(["--metrics-listen", &format!("127.0.0.1:{}", self.metrics_port)])
             .args(defaults)
             .args(&self.extra_args)
@@ -152,6 +174,11 @@ impl Operator {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Whether the process is still running (it has not exited on its own, nor been stopped).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// SIGTERM, then wait for a clean exit; returns whether it exited successfully.
@@ -222,6 +249,13 @@ impl Operator {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         self.spawn(CONTROLLERS_STARTED).await
+    }
+
+    /// [`Operator::restart`] that returns once the new process's log contains `ready`, e.g.
+    /// a replica that comes back as a standby.
+    pub async fn restart_until(&mut self, ready: &str) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn(ready).await
     }
 
     /// Every log line of every start, for failure messages.

@@ -107,7 +107,17 @@ impl Scenario {
     /// and `sb-operator run` flags.
     pub async fn start_with_chart(chart_args: &[&str], operator_args: &[&str]) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let cluster = Cluster::start(USERS).await?;
+        Self::start_on(Cluster::start(USERS).await?, chart_args, operator_args).await
+    }
+
+    /// [`Scenario::start_with`] on a control plane whose audit log records every request, so
+    /// the test can count the operator's ([`crate::kube::ControlPlane::api_requests`]).
+    pub async fn start_audited(operator_args: &[&str]) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self::start_on(Cluster::start_audited(USERS).await?, &[], operator_args).await
+    }
+
+    async fn start_on(cluster: Cluster, chart_args: &[&str], operator_args: &[&str]) -> anyhow::Result<Self> {
         cluster.install_chart(OPERATOR_NAMESPACE, chart_args).await?;
         // The agent's keys are made here, as `sb-agent identity new` makes them in the agent's
         // boundary; the registration carries only the public half.

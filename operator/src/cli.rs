@@ -8,10 +8,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// What `--version` prints: the version and the git commit the binary was built from
+/// (`unknown` when built from a source tarball; scripts/build-version.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SB_GIT_COMMIT"), ")");
+
 /// Secrets Bridge operator: the control plane that decides, records and relays secret
 /// requests. It never holds a plaintext value or a provider credential.
 #[derive(Parser, Debug)]
-#[command(name = "sb-operator", version, about, long_about = None)]
+#[command(name = "sb-operator", version = VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

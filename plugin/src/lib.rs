@@ -4,6 +4,7 @@
 pub mod agent_trust;
 pub mod cli;
 pub mod commands;
+pub mod completion;
 pub mod config;
 pub mod context;
 pub mod error;

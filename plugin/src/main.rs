@@ -4,12 +4,24 @@
 use clap::Parser;
 use kubectl_sb::cli::{Cli, Command};
 use kubectl_sb::context::Ctx;
-use kubectl_sb::{commands, error::PluginError};
+use kubectl_sb::{commands, completion, error::PluginError};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(arguments(std::env::args_os().collect()));
+    // Completion needs no cluster, so no kubeconfig is read for it.
+    match &cli.command {
+        Command::Completion(args) => {
+            completion::write_script(args.shell, &mut std::io::stdout().lock());
+            return ExitCode::SUCCESS;
+        }
+        Command::Complete { words } => {
+            let _ = completion::write_candidates(words, &mut std::io::stdout().lock());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -52,5 +64,6 @@ async fn run(cli: Cli) -> Result<(), PluginError> {
         Command::Discover(args) => commands::discover::run(&ctx, args).await,
         Command::Catalog(args) => commands::discover::catalog(&ctx, args).await,
         Command::Trust(args) => commands::trust::run(&ctx, args),
+        Command::Completion(_) | Command::Complete { .. } => unreachable!("answered before connecting"),
     }
 }

@@ -1,7 +1,7 @@
 //! Parsing what people type: `agent/provider:ref` targets and `kind/name` object references.
 
 use crate::error::PluginError;
-use sb_core::crd::TargetRef;
+use sb_core::crd::{TargetRef, is_dns_label, is_provider_ref};
 
 /// Parses `agent/provider:ref` (the ref may itself contain `/` and `:`, e.g. an AWS ARN).
 pub fn parse_target(text: &str) -> Result<TargetRef, PluginError> {
@@ -12,8 +12,15 @@ pub fn parse_target(text: &str) -> Result<TargetRef, PluginError> {
     };
     let (agent, rest) = text.split_once('/').ok_or_else(bad)?;
     let (provider, reference) = rest.split_once(':').ok_or_else(bad)?;
-    if !is_dns_label(agent) || !is_dns_label(provider) || reference.is_empty() {
+    if !is_dns_label(agent) || !is_dns_label(provider) {
         return Err(bad());
+    }
+    // What the CRD schema refuses is refused here, with a reason, before anything is sent.
+    if !is_provider_ref(reference) {
+        return Err(PluginError::Usage(format!(
+            "{text:?} is not a target: write it as <agent>/<provider>:<ref>, where the ref is 1 to 512 \
+             characters of A-Z a-z 0-9 . _ / + = @ : - starting with a letter or digit, e.g. edge/vault:team-a/db"
+        )));
     }
     Ok(TargetRef { agent: agent.into(), provider: provider.into(), reference: reference.into(), keys: Vec::new() })
 }
@@ -26,14 +33,6 @@ pub fn parse_agent_provider(text: &str) -> Result<(String, String), PluginError>
             "{text:?} is not an agent and provider: write it as <agent>/<provider>, e.g. edge/vault"
         ))),
     }
-}
-
-pub(crate) fn is_dns_label(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 63
-        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !text.starts_with('-')
-        && !text.ends_with('-')
 }
 
 /// The two kinds a person approves, denies or follows.
@@ -105,6 +104,18 @@ mod tests {
             let err = parse_target(text).unwrap_err().to_string();
             assert!(err.contains("<agent>/<provider>:<ref>"), "{text}: {err}");
         }
+    }
+
+    /// Found by `fuzz/fuzz_targets/target_ref.rs`: refs the API server's schema refuses
+    /// were accepted here and only failed at `kubectl apply`.
+    #[test]
+    fn refs_the_schema_refuses_are_refused_with_the_rule() {
+        let long = format!("edge/vault:{}", "r".repeat(513));
+        for text in ["edge/vault:/team-a/db", "edge/vault:team a", "edge/vault:team-a/\0db", "edge/vault:.x", &long] {
+            let err = parse_target(text).unwrap_err().to_string();
+            assert!(err.contains("1 to 512 characters"), "{text:?}: {err}");
+        }
+        assert!(parse_target(&format!("edge/vault:{}", "r".repeat(512))).is_ok());
     }
 
     #[test]

@@ -12,3 +12,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "sb.operatorUser" -}}
 system:serviceaccount:{{ .Release.Namespace }}:sb-operator
 {{- end }}
+{{- /* The operator image: by digest when one is given, else the tag, which defaults to the chart's appVersion. */ -}}
+{{- define "sb.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end }}

@@ -16,6 +16,25 @@ pub const PROVIDER_REF_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._/+=@:-]*$";
 /// `system:serviceaccount:ns:name`, `alice@example.com`).
 pub const USER_NAME_PATTERN: &str = r"^[^\s]+$";
 
+/// Whether `text` is a DNS-1123 label of at most 63 bytes: what [`DNS_LABEL_PATTERN`] and
+/// the schema's length admit (agent, provider and AgentRegistration names).
+pub fn is_dns_label(text: &str) -> bool {
+    (1..=63).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// Whether `text` is a provider reference the CRD schema admits: [`PROVIDER_REF_PATTERN`]
+/// and 1..=512 bytes. Tools that build a [`TargetRef`] check it so that what they accept the
+/// API server accepts too.
+pub fn is_provider_ref(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (1..=512).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"._/+=@:-".contains(b))
+}
+
 /// Where a request points: one secret in one provider served by one agent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -153,4 +172,55 @@ pub struct SecretReference {
     pub name: String,
     /// Namespace of the Secret.
     pub namespace: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels_are_what_the_schema_admits() {
+        for good in ["edge", "a", "team-a", "0x9", &"a".repeat(63)] {
+            assert!(is_dns_label(good), "{good:?}");
+        }
+        for bad in ["", "-a", "a-", "Edge", "a.b", "a b", "edge,x", "edge ", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+    }
+
+    /// The refusals are the inputs `fuzz/fuzz_targets/target_ref.rs` found the plugin
+    /// accepting while the API server refused them.
+    #[test]
+    fn provider_refs_are_what_the_schema_admits() {
+        for good in
+            ["team-a/db", "arn:aws:secretsmanager:eu-west-1:1:secret:x-AbC", "a", "x=y+z@h:1.2_3", &"r".repeat(512)]
+        {
+            assert!(is_provider_ref(good), "{good:?}");
+        }
+        for bad in ["", "/team-a/db", "team a/db", "team-a/\0db", ".hidden", "-x", "a\"b", "é", &"r".repeat(513)] {
+            assert!(!is_provider_ref(bad), "{bad:?}");
+        }
+    }
+
+    /// The predicates agree with the schema the API server enforces, over every character
+    /// in first and later position (the fuzz target `target_ref` relies on this).
+    #[test]
+    fn the_predicates_agree_with_the_schema_patterns() {
+        let schema = |pattern: &str, max: usize| {
+            jsonschema::validator_for(&serde_json::json!({
+                "type": "string", "pattern": pattern, "minLength": 1, "maxLength": max,
+            }))
+            .unwrap()
+        };
+        let (labels, refs) = (schema(DNS_LABEL_PATTERN, 63), schema(PROVIDER_REF_PATTERN, 512));
+        let mut samples = vec![String::new(), "a".repeat(63), "a".repeat(64), "r".repeat(512), "r".repeat(513)];
+        for c in (0u32..0x250).filter_map(char::from_u32) {
+            samples.extend([c.to_string(), format!("a{c}"), format!("a{c}b"), format!("{c}a")]);
+        }
+        for text in &samples {
+            let json = serde_json::Value::String(text.clone());
+            assert_eq!(is_dns_label(text), labels.is_valid(&json), "{text:?}");
+            assert_eq!(is_provider_ref(text), refs.is_valid(&json), "{text:?}");
+        }
+    }
 }

@@ -16,11 +16,14 @@ pub mod pg;
 mod phases;
 pub mod providers;
 pub mod proxy;
+pub mod replicas;
 mod run;
 
 pub use agent::AgentProcess;
+// The pieces a deployment other than `Stack` assembles itself (the scale harness, src/scale/).
+pub use agent::{AgentHome, config_yaml};
 pub use binaries::{built_binary, plugin_bin_dir};
-pub use manifests::{NAMESPACE, USERS};
+pub use manifests::{NAMESPACE, USERS, setup_yaml};
 pub use run::Run;
 
 use crate::Cluster;

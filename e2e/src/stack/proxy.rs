@@ -146,3 +146,65 @@ impl Drop for SwitchProxy {
         self.task.abort();
     }
 }
+
+/// A TCP balancer standing for the Kubernetes Service in front of several operator replicas:
+/// each new connection goes to the next backend in turn, and a backend that refuses the
+/// connection (a killed replica) is skipped, as once kube-proxy has dropped a dead pod's
+/// endpoint. Connections already open stay with their backend until either side closes them,
+/// so a replica's death cuts exactly the connections it held.
+pub struct ServiceProxy {
+    /// `127.0.0.1:<port>`; agents reach it as `https://<addr>` (the serving certificate names 127.0.0.1).
+    pub addr: String,
+    backends: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Connections handed to each backend, by position in `backends`.
+    served: Arc<std::sync::Mutex<Vec<u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServiceProxy {
+    /// Listens on a free loopback port with no backend yet (every connection is closed).
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let backends: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let served: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+        let (b, s) = (backends.clone(), served.clone());
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let candidates = b.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let start = next;
+                next = next.wrapping_add(1);
+                let served = s.clone();
+                tokio::spawn(async move {
+                    for i in 0..candidates.len() {
+                        let pick = (start + i) % candidates.len();
+                        if let Ok(mut server) = TcpStream::connect(&candidates[pick]).await {
+                            served.lock().unwrap_or_else(|e| e.into_inner())[pick] += 1;
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, backends, served, task })
+    }
+
+    /// Adds a backend (`host:port`) to the rotation.
+    pub fn add_backend(&self, backend: &str) {
+        self.backends.lock().unwrap_or_else(|e| e.into_inner()).push(backend.to_owned());
+        self.served.lock().unwrap_or_else(|e| e.into_inner()).push(0);
+    }
+
+    /// How many connections each backend was handed, in the order they were added.
+    pub fn connections_served(&self) -> Vec<u64> {
+        self.served.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for ServiceProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -176,10 +176,17 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for StrictJson<T> {
                 ApiError::new(StatusCode::BAD_REQUEST, ErrorReason::MalformedRequest, "the body could not be read")
             }
         })?;
-        let what = std::any::type_name::<T>().rsplit("::").next().unwrap_or("the request");
-        scan(&bytes).map_err(|e| e.into_api_error(what))?;
-        serde_json::from_slice(&bytes).map(Self).map_err(|e| ApiError::malformed(what, &e))
+        parse_strict(&bytes).map(Self)
     }
+}
+
+/// The body rules of [`StrictJson`] after the content type and the size: the scan (repeated
+/// keys, NULs, nesting), then the type's own rules. Public so the fuzz targets (`fuzz/`)
+/// drive exactly what the agent API runs.
+pub fn parse_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let what = std::any::type_name::<T>().rsplit("::").next().unwrap_or("the request");
+    scan(bytes).map_err(|e| e.into_api_error(what))?;
+    serde_json::from_slice(bytes).map_err(|e| ApiError::malformed(what, &e))
 }
 
 fn is_json(headers: &axum::http::HeaderMap) -> bool {

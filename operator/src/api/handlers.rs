@@ -120,8 +120,8 @@ fn printable(text: &str, max: usize) -> bool {
 }
 
 /// What Kubernetes accepts as a condition's reason (`^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`),
-/// at most 128 characters.
-fn is_condition_reason(reason: &str) -> bool {
+/// at most 128 characters: what a completion's failure reason must be.
+pub fn is_condition_reason(reason: &str) -> bool {
     let bytes = reason.as_bytes();
     let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else { return false };
     bytes.len() <= 128

@@ -9,7 +9,8 @@ mod metrics;
 mod serve;
 
 pub use error::ApiError;
-pub use extract::{AuthedAgent, JobId, StrictJson};
+pub use extract::{AuthedAgent, JobId, StrictJson, parse_strict};
+pub use handlers::is_condition_reason;
 pub use metrics::{Metrics, ops_router};
 pub use serve::{ServeOptions, serve};
 

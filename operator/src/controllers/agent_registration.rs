@@ -73,6 +73,42 @@ pub fn liveness(
     }
 }
 
+/// How stale `status.lastHeartbeat` may be shown. Heartbeats land in the store every interval
+/// and the phase is computed from the store's exact time; the status shows the time only at
+/// this granularity (and exactly whenever the phase changes), so an agent that keeps calling
+/// in costs at most one status write a minute instead of one per heartbeat (docs/scale.md).
+pub const HEARTBEAT_SHOWN_EVERY: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The `lastHeartbeat` to show (pure): the store's `seen` once it is `every` newer than the
+/// `shown` one (or older: a new store), or when the phase changes; else the one shown.
+pub fn shown_heartbeat(
+    shown: Option<chrono::DateTime<chrono::Utc>>,
+    seen: Option<chrono::DateTime<chrono::Utc>>,
+    phase_changed: bool,
+    every: chrono::Duration,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    match (shown, seen) {
+        (Some(shown), Some(seen)) if !phase_changed && seen >= shown && seen - shown < every => Some(shown),
+        _ => seen,
+    }
+}
+
+/// The sealing-key certificate (signed at, signature, signer) to publish (pure): the one
+/// published already while it certifies the same key (`shown_key_id`) by the same signer as
+/// the store's latest, since an agent that signs its key again says nothing new; otherwise
+/// the store's latest (a new key, a new signer, or none).
+pub fn shown_certificate(
+    shown: Option<(String, String, String)>,
+    shown_key_id: Option<&str>,
+    latest: Option<(String, String, String)>,
+    latest_key_id: Option<&str>,
+) -> Option<(String, String, String)> {
+    match (shown, latest) {
+        (Some(shown), Some(latest)) if shown_key_id == latest_key_id && shown.2 == latest.2 => Some(shown),
+        (_, latest) => latest,
+    }
+}
+
 /// Finalizer guarding the agent's keys in the store: they are state outside Kubernetes, so
 /// deleting the registration must revoke them.
 pub const FINALIZER: &str = "secrets-bridge.io/agent-credential";
@@ -178,14 +214,28 @@ async fn step(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
     let record = ctx.store.agent(&name).await?;
     let last_seen = record.as_ref().and_then(|r| r.last_seen);
     let phase = liveness(last_seen, obj.spec.heartbeat_interval_seconds, obj.spec.stale_after_missed_heartbeats, now);
+    let before = obj.status.as_ref().and_then(|s| s.phase);
     if let Some(record) = &record {
-        status.last_heartbeat = record.last_seen.map(to_time);
+        let shown = status.last_heartbeat.as_ref().map(from_time);
+        status.last_heartbeat =
+            shown_heartbeat(shown, record.last_seen, before != Some(phase), HEARTBEAT_SHOWN_EVERY).map(to_time);
         status.agent_version = record.version.clone();
         status.sealing_public_key = record.sealing_public_key.clone();
-        status.sealing_key_id = record.sealing_key_id.clone();
         // Published only when signed by a key still registered: the plugin verifies it.
         let certificate =
             record.sealing_key_certificate.clone().filter(|(_, _, by)| keys.iter().any(|k| &k.fingerprint == by));
+        let published =
+            match (&status.sealing_key_signed_at, &status.sealing_key_signature, &status.sealing_key_signed_by) {
+                (Some(at), Some(signature), Some(by)) => Some((at.clone(), signature.clone(), by.clone())),
+                _ => None,
+            };
+        let certificate = shown_certificate(
+            published,
+            status.sealing_key_id.as_deref(),
+            certificate,
+            record.sealing_key_id.as_deref(),
+        );
+        status.sealing_key_id = record.sealing_key_id.clone();
         status.sealing_key_signed_at = certificate.as_ref().map(|c| c.0.clone());
         status.sealing_key_signature = certificate.as_ref().map(|c| c.1.clone());
         status.sealing_key_signed_by = certificate.map(|c| c.2);
@@ -227,9 +277,11 @@ async fn step(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
         &mut status.conditions,
         condition("Stale", phase == AgentPhase::Stale, ready_reason, ready_message, generation),
     );
-    let before = obj.status.as_ref().and_then(|s| s.phase);
     if before != Some(phase) {
-        ctx.audit(
+        ctx.audit_transition(
+            &Api::<AgentRegistration>::all(ctx.client.clone()),
+            obj,
+            before.map(|p| format!("{p:?}")),
             AuditEvent::now(OPERATOR_ACTOR, "agent.transition", audit_object(obj))
                 .outcome(format!("{phase:?}"), ready_reason),
         )
@@ -290,6 +342,38 @@ mod tests {
         let same_second = key_schedule(&[key(1), key(2)], &seen(&first), t0, grace);
         assert!(same_second[0].expires_at.is_some() && same_second[1].expires_at.is_none(), "{same_second:?}");
         assert!(key_schedule(&["not-a-key".into()], &[], t0, grace).is_empty());
+    }
+
+    #[test]
+    fn the_shown_heartbeat_moves_once_a_minute_or_when_the_phase_changes() {
+        let t0 = chrono::Utc::now();
+        let every = HEARTBEAT_SHOWN_EVERY;
+        let at = |s: i64| Some(t0 + chrono::Duration::seconds(s));
+        assert_eq!(shown_heartbeat(None, at(0), false, every), at(0), "the first heartbeat is shown");
+        // Heartbeats every 5 s for two minutes: the shown time changes twice, not 24 times.
+        let mut shown = at(0);
+        let mut changes = 0;
+        for n in 1..=24 {
+            let next = shown_heartbeat(shown, at(5 * n), false, every);
+            changes += u32::from(next != shown);
+            shown = next;
+        }
+        assert_eq!(changes, 2);
+        assert_eq!(shown, at(120));
+        assert_eq!(shown_heartbeat(at(100), at(105), true, every), at(105), "a phase change shows the exact time");
+        assert_eq!(shown_heartbeat(at(100), at(50), false, every), at(50), "a store that went back is followed");
+        assert_eq!(shown_heartbeat(at(100), None, false, every), None);
+    }
+
+    #[test]
+    fn a_resigned_sealing_key_is_not_published_again() {
+        let cert = |at: &str, by: &str| Some((at.to_owned(), format!("sig-{at}"), by.to_owned()));
+        let kept = shown_certificate(cert("t1", "fp1"), Some("k1"), cert("t2", "fp1"), Some("k1"));
+        assert_eq!(kept, cert("t1", "fp1"), "the same key by the same signer: nothing new to show");
+        assert_eq!(shown_certificate(cert("t1", "fp1"), Some("k1"), cert("t2", "fp1"), Some("k2")), cert("t2", "fp1"));
+        assert_eq!(shown_certificate(cert("t1", "fp1"), Some("k1"), cert("t2", "fp2"), Some("k1")), cert("t2", "fp2"));
+        assert_eq!(shown_certificate(cert("t1", "fp1"), Some("k1"), None, Some("k1")), None, "no valid signer");
+        assert_eq!(shown_certificate(None, None, cert("t2", "fp1"), Some("k1")), cert("t2", "fp1"));
     }
 
     #[test]

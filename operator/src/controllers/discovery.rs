@@ -25,14 +25,16 @@ use tracing::instrument;
 pub const MANAGER: &str = "sb-operator-discovery";
 const CONTROLLER: &str = "discoveryjob";
 
-/// `30s`, `15m`, `6h` → a duration (the schema's pattern guarantees the shape).
+/// `30s`, `15m`, `6h` → a duration. The schema's pattern guarantees the shape of a schedule,
+/// but the operator's flags (`run::parse_duration`) pass any text: a last character of more
+/// than one byte and a number too big for its unit are `None`, not a panic.
 pub fn parse_every(every: &str) -> Option<Duration> {
-    let (digits, unit) = every.split_at(every.len().checked_sub(1)?);
+    let (digits, unit) = every.split_at_checked(every.len().checked_sub(1)?)?;
     let n: u64 = digits.parse().ok()?;
     let secs = match unit {
         "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
         _ => return None,
     };
     (secs > 0).then(|| Duration::from_secs(secs))
@@ -318,5 +320,16 @@ mod tests {
         let created = chrono::Utc::now() - chrono::Duration::seconds(125);
         assert_eq!(run_index(created, None, chrono::Utc::now()), 0);
         assert_eq!(run_index(created, Some(Duration::from_secs(60)), chrono::Utc::now()), 2);
+    }
+
+    #[test]
+    fn a_duration_ending_in_a_wide_character_or_too_big_for_its_unit_is_refused_not_a_panic() {
+        // Found by the `durations` fuzz target (fuzz/corpus/durations/regression-*): each
+        // panicked (`split_at` inside a character; multiply with overflow), which the
+        // operator's flags reach with `--poll-interval Α`.
+        for text in ["Α", "\u{8}fڌ", "5124095576030432h", "307445734561825861m", "18446744073709551616s"] {
+            assert_eq!(parse_every(text), None, "{text:?}");
+        }
+        assert_eq!(parse_every("5124095576030431h"), Some(Duration::from_secs(5_124_095_576_030_431 * 3600)));
     }
 }

@@ -18,6 +18,11 @@ pub enum Error {
     /// The object can never be reconciled as it is (a bug or a hand-edited object).
     #[error("invalid object: {0}")]
     Invalid(String),
+    /// The reconcile worked from an older copy of the object than the audit log has seen
+    /// (another reconcile moved it on); nothing was recorded or written, and the newer copy
+    /// reconciles next.
+    #[error("stale copy of the object: its {action} was last audited as {last:?}")]
+    StaleCache { action: String, last: String },
     /// A document could not be encoded.
     #[error("encoding: {0}")]
     Encode(#[source] serde_json::Error),
@@ -50,6 +55,7 @@ impl Error {
             Self::AuditUnavailable(_) => "audit_unavailable",
             Self::Invalid(_) => "invalid",
             Self::Encode(_) => "encode",
+            Self::StaleCache { .. } => "stale_cache",
         }
     }
 
@@ -65,6 +71,10 @@ pub fn backoff(error: &Error, failures: u32) -> kube::runtime::controller::Actio
     use kube::runtime::controller::Action;
     if error.is_permanent() {
         return Action::await_change();
+    }
+    if matches!(error, Error::StaleCache { .. }) {
+        // The watch is about to deliver the newer copy; this is only the fallback.
+        return Action::requeue(std::time::Duration::from_secs(1));
     }
     let secs = 1u64 << failures.min(6);
     Action::requeue(std::time::Duration::from_secs(secs.min(60)))

@@ -1,4 +1,6 @@
-//! Controller metrics: a reconcile duration histogram and a failure counter per controller.
+//! Controller metrics: per controller a reconcile counter, duration histogram, failure
+//! counter, the reconciles in flight (and their peak, which `--reconcile-concurrency` bounds)
+//! and the objects its cache holds (finished requests are not among them; docs/scale.md).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,6 +26,19 @@ pub struct FailureLabels {
 pub struct ControllerMetrics {
     registry: Registry,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    /// Reconciles started.
+    pub reconciles: Family<ControllerLabels, Counter>,
+    /// Reconciles running now.
+    pub in_flight: Family<ControllerLabels, Gauge>,
+    /// The most reconciles that ran at once since start.
+    pub in_flight_peak: Family<ControllerLabels, Gauge>,
+    /// Objects in the controller's cache (its reflector store).
+    pub cached_objects: Family<ControllerLabels, Gauge>,
+    /// Finished requests deleted after `--retain-finished`.
+    pub finished_deleted: Family<ControllerLabels, Counter>,
+    /// Finished requests whose status was changed after they finished, so the controller
+    /// looks at them again.
+    pub finished_reopened: Family<ControllerLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
     /// 1 while the shipped admission policies are installed, denying and unchanged; 0 while
     /// approvals are withheld for lack of them.
@@ -48,6 +63,34 @@ impl Default for ControllerMetrics {
         });
         let failures = Family::<FailureLabels, Counter>::default();
         registry.register("reconcile_duration_seconds", "Reconcile duration by controller", reconcile_duration.clone());
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        registry.register("reconciles", "Reconciles started, by controller", reconciles.clone());
+        let in_flight = Family::<ControllerLabels, Gauge>::default();
+        registry.register("reconciles_in_flight", "Reconciles running now, by controller", in_flight.clone());
+        let in_flight_peak = Family::<ControllerLabels, Gauge>::default();
+        registry.register(
+            "reconciles_in_flight_peak",
+            "The most reconciles of one controller that ran at once since start (bounded by --reconcile-concurrency)",
+            in_flight_peak.clone(),
+        );
+        let cached_objects = Family::<ControllerLabels, Gauge>::default();
+        registry.register(
+            "cached_objects",
+            "Objects held in the controller's cache (finished requests are not watched)",
+            cached_objects.clone(),
+        );
+        let finished_deleted = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "finished_deleted",
+            "Finished requests deleted once older than --retain-finished",
+            finished_deleted.clone(),
+        );
+        let finished_reopened = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "finished_reopened",
+            "Finished requests whose status changed afterwards, handed back to their controller",
+            finished_reopened.clone(),
+        );
         registry.register("reconcile_failures", "Failed reconciles by controller and error kind", failures.clone());
         let admission_policies_in_force = Gauge::default();
         registry.register(
@@ -81,13 +124,31 @@ impl Default for ControllerMetrics {
             "Time from a patch's execution to its Applied verdict",
             gitops.executed_to_applied.clone(),
         );
-        Self { registry, reconcile_duration, failures, admission_policies_in_force, approvals_withheld, gitops }
+        Self {
+            registry,
+            reconcile_duration,
+            reconciles,
+            in_flight,
+            in_flight_peak,
+            cached_objects,
+            finished_deleted,
+            finished_reopened,
+            failures,
+            admission_policies_in_force,
+            approvals_withheld,
+            gitops,
+        }
     }
 }
 
 impl ControllerMetrics {
-    /// Starts timing one reconcile; the time is recorded when the guard drops.
+    /// Counts and starts timing one reconcile; the time is recorded and the reconcile leaves
+    /// the in-flight gauge when the guard drops.
     pub fn time(&self, controller: &str) -> ReconcileTimer<'_> {
+        let labels = ControllerLabels { controller: controller.to_owned() };
+        self.reconciles.get_or_create(&labels).inc();
+        let now = self.in_flight.get_or_create(&labels).inc() + 1;
+        self.in_flight_peak.get_or_create(&labels).inner().fetch_max(now, std::sync::atomic::Ordering::Relaxed);
         ReconcileTimer { metrics: self, controller: controller.to_owned(), start: Instant::now() }
     }
 
@@ -120,6 +181,7 @@ pub struct ReconcileTimer<'a> {
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         let labels = ControllerLabels { controller: std::mem::take(&mut self.controller) };
+        self.metrics.in_flight.get_or_create(&labels).dec();
         self.metrics.reconcile_duration.get_or_create(&labels).observe(self.start.elapsed().as_secs_f64());
     }
 }

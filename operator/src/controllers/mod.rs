@@ -7,6 +7,7 @@
 pub mod admission_guard;
 pub mod agent_registration;
 pub mod approval;
+pub mod caches;
 pub mod catalog;
 pub mod conditions;
 pub mod discovery;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod patch;
 pub mod read;
 pub mod request_gate;
+pub mod retention;
 mod startup;
 
 pub use error::Error;
@@ -22,7 +24,7 @@ pub use metrics::ControllerMetrics;
 pub use startup::{StartupError, run_all, wait_for_crds};
 
 use crate::audit::{AuditEvent, AuditObject};
-use crate::store::Store;
+use crate::store::{Appended, AuditCondition, Store};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -50,6 +52,18 @@ pub fn retry_wait(
     (at - chrono::Utc::now()).to_std().ok().filter(|d| !d.is_zero()).map(|d| (at, d))
 }
 
+/// The longest a request with a job in flight waits for news when this process hears of
+/// every lease and completion itself (docs/scale.md).
+pub const FOLLOW_UP_SAFETY_NET: Duration = Duration::from_secs(30);
+
+/// How often requests with a job in flight are looked at without news (pure): with several
+/// replicas an agent may lease or complete through another one, which tells this one nothing,
+/// so they poll every `poll_interval`; alone, the store's notifications drive them and the
+/// poll is only a safety net.
+pub fn follow_up_interval(poll_interval: Duration, replicated: bool) -> Duration {
+    if replicated { poll_interval } else { poll_interval.max(FOLLOW_UP_SAFETY_NET) }
+}
+
 /// The actor name under which the operator's own transitions are audited.
 pub const OPERATOR_ACTOR: &str = "operator";
 
@@ -75,6 +89,14 @@ pub struct ControllerConfig {
     pub approval_window: Duration,
     /// How often requests in flight are looked at again even without a watch event.
     pub poll_interval: Duration,
+    /// How often a request whose job is queued or leased is looked at again without news of
+    /// it: the store tells the controllers of every lease and completion made through this
+    /// process's agent API, so this is a safety net ([`follow_up_interval`]).
+    pub follow_up: Duration,
+    /// Reconciles each controller runs at once (`--reconcile-concurrency`).
+    pub reconcile_concurrency: u16,
+    /// How long finished requests are kept before they are deleted; `None`: forever.
+    pub retain_finished: Option<Duration>,
 }
 
 /// Shared state of every controller.
@@ -105,18 +127,54 @@ impl Context {
         Self { client, recorder, metrics, store, config, admission, gitops }
     }
 
-    /// Audits a phase transition unless it is the object's last recorded transition already
-    /// (the operator died after auditing it and before writing the status, and is making it
-    /// again), so each transition is recorded once. The same holds for any one-time step
-    /// keyed by its action (the end of a delivery: `read.reveal`, `read.delivery.delete`).
-    pub async fn audit_transition(&self, event: AuditEvent) -> Result<(), Error> {
-        let last =
-            self.store.last_audit_outcome(&event.object.uid, &event.action).await.map_err(Error::AuditUnavailable)?;
-        if last.as_deref() == Some(event.outcome.as_str()) {
-            tracing::info!(action = %event.action, outcome = %event.outcome, "transition already audited; not recording it twice");
-            return Ok(());
+    /// Audits the transition of `obj` from phase `from` to `event.outcome` exactly once,
+    /// however many reconciles make it (`store::once` says why the store decides). Made again
+    /// (the operator died after auditing it and before writing the status, or a reconcile
+    /// worked from an older copy of the object), it is not recorded twice and the caller goes
+    /// on to write the status. When the log has moved past `from`, a fresh read tells a stale
+    /// copy ([`Error::StaleCache`]: nothing is recorded or written; the newer copy is on its
+    /// way) from a status someone else changed (recorded from where the object is).
+    pub async fn audit_transition<K>(
+        &self,
+        api: &kube::Api<K>,
+        obj: &K,
+        from: Option<String>,
+        event: AuditEvent,
+    ) -> Result<(), Error>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let condition = AuditCondition::After(from.as_deref());
+        match self.store.audit_if(&event, condition).await.map_err(Error::AuditUnavailable)? {
+            Appended::Yes => Ok(()),
+            Appended::AlreadyRecorded => {
+                tracing::info!(action = %event.action, outcome = %event.outcome, "transition already audited; not recording it twice");
+                Ok(())
+            }
+            Appended::Contradicted { last } => {
+                let name = obj.meta().name.clone().unwrap_or_default();
+                let fresh = api.get_opt(&name).await?;
+                let current = fresh.as_ref().and_then(|f| f.meta().resource_version.clone());
+                if current.is_some() && current == obj.meta().resource_version {
+                    tracing::warn!(action = %event.action, from = ?from, last = ?last, to = %event.outcome,
+                        "the object's phase is not the one last audited (its status was changed by someone else); recording the transition from where it is");
+                    return self.audit(event).await;
+                }
+                tracing::info!(action = %event.action, from = ?from, last = ?last, to = %event.outcome,
+                    "working from an older copy of the object; the transition is not made again");
+                Err(Error::StaleCache { action: event.action, last: last.unwrap_or_default() })
+            }
         }
-        self.audit(event).await
+    }
+
+    /// Audits a one-time step (an approval counted, a result handed off, a delivery ended)
+    /// unless it is in the log already; whether it was appended now.
+    pub async fn audit_once(&self, event: AuditEvent) -> Result<bool, Error> {
+        let appended = self.store.audit_if(&event, AuditCondition::Once).await.map_err(Error::AuditUnavailable)?;
+        if appended == Appended::AlreadyRecorded {
+            tracing::info!(action = %event.action, outcome = %event.outcome, "already audited; not recording it twice");
+        }
+        Ok(appended == Appended::Yes)
     }
 
     /// Appends an audit event; a failure becomes [`Error::AuditUnavailable`] so the caller
@@ -219,4 +277,17 @@ where
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alone_the_operator_follows_jobs_by_notification_and_polls_only_as_a_safety_net() {
+        let poll = Duration::from_secs(2);
+        assert_eq!(follow_up_interval(poll, false), FOLLOW_UP_SAFETY_NET);
+        assert_eq!(follow_up_interval(poll, true), poll, "other replicas' agent APIs tell this one nothing");
+        assert_eq!(follow_up_interval(Duration::from_secs(120), false), Duration::from_secs(120));
+    }
 }

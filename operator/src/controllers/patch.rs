@@ -64,8 +64,9 @@ async fn step(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
             Some(observer) => crate::gitops::observe::observe(obj, ctx, observer).await,
             None => Ok(Action::await_change()),
         },
+        // Nothing more to do: out of the cache (a late change that reopens it is noticed).
         PatchPhase::Applied | PatchPhase::AppliedUnverified | PatchPhase::Denied | PatchPhase::Failed => {
-            Ok(Action::await_change())
+            super::caches::mark_finished(obj, ctx).await
         }
         PatchPhase::Queued | PatchPhase::Running if job_id.is_some() => {
             follow_job(obj, ctx, job_id.as_deref().unwrap_or_default()).await
@@ -88,6 +89,9 @@ pub(crate) async fn transition(
     if from != Some(phase) {
         let outcome = format!("{phase:?}");
         ctx.audit_transition(
+            &api(ctx, obj),
+            obj,
+            from.map(|p| format!("{p:?}")),
             AuditEvent::now(OPERATOR_ACTOR, "patch.transition", audit_object(obj))
                 .outcome(outcome, format!("{reason}: {message}")),
         )
@@ -146,7 +150,7 @@ async fn gate(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
         GateStep::Queued { job_id, message } => {
             status.job_id = Some(job_id);
             transition(obj, ctx, status, PatchPhase::Queued, "Queued", message).await?;
-            Ok(Action::requeue(ctx.config.poll_interval))
+            Ok(Action::requeue(ctx.config.follow_up))
         }
     }
 }
@@ -195,12 +199,12 @@ async fn follow_job(obj: &SecretPatch, ctx: &Context, job_id: &str) -> Result<Ac
                 format!("job {job_id} waits for agent {}", job.agent),
             )
             .await?;
-            Ok(Action::requeue(ctx.config.poll_interval))
+            Ok(Action::requeue(ctx.config.follow_up))
         }
         JobState::Leased => {
             let message = format!("agent {} is running job {job_id} (attempt {})", job.agent, job.attempts);
             transition(obj, ctx, status, PatchPhase::Running, "Running", message).await?;
-            Ok(Action::requeue(ctx.config.poll_interval))
+            Ok(Action::requeue(ctx.config.follow_up))
         }
         JobState::Failed if job.retryable == Some(true) && job.attempts < super::MAX_ATTEMPTS => {
             let reason = job.outcome_reason.clone().unwrap_or_default();
@@ -212,10 +216,10 @@ async fn follow_job(obj: &SecretPatch, ctx: &Context, job_id: &str) -> Result<Ac
             ctx.store.requeue_job(OPERATOR_ACTOR, job_id, &payload(obj)?).await?;
             let message = format!("attempt {} failed ({reason}); job {job_id} queued again", job.attempts);
             transition(obj, ctx, status, PatchPhase::Queued, "Retrying", message).await?;
-            Ok(Action::requeue(ctx.config.poll_interval))
+            Ok(Action::requeue(ctx.config.follow_up))
         }
         JobState::Succeeded | JobState::Failed => {
-            ctx.audit(
+            ctx.audit_once(
                 AuditEvent::now(OPERATOR_ACTOR, "patch.result", audit_object(obj))
                     .outcome("Started", job_id.to_owned()),
             )

@@ -207,8 +207,10 @@ where
             decided(step, "WaitingForApproval", message, summary)
         }
         Gate::Approved { approvers, summary } => {
+            // Each approver's approval is counted once, however often the gate runs again (a
+            // crash before the job was queued, a stale copy of the request).
             for approver in &approvers {
-                ctx.audit(
+                ctx.audit_once(
                     AuditEvent::now(
                         format!("user:{approver}"),
                         format!("{}.approval", request.action),

@@ -1,11 +1,11 @@
 //! Starting the controllers: wait until the CRDs answer, then run the four controllers
-//! until shutdown. A job completion in the store wakes the request controllers at once
-//! instead of on their next poll.
+//! until shutdown. A job's lease or completion in the store wakes its own request at once
+//! instead of on its next poll (docs/scale.md).
 
-use super::{Context, agent_registration, discovery, patch, read};
+use super::{Context, agent_registration, caches, discovery, patch, read, retention};
 use futures::StreamExt;
 use kube::api::ListParams;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
@@ -59,9 +59,9 @@ async fn on_shutdown(mut flag: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// The objects of kind `K` whose jobs completed, as they complete: each completion wakes
-/// only its own request. A receiver that lagged behind missed some, so then every object in
-/// the controller's cache is woken instead.
+/// The objects of kind `K` whose jobs were leased or completed, as it happens: each event
+/// wakes only its own request. A receiver that lagged behind missed some, so then every
+/// object in the controller's cache (the requests in progress) is woken instead.
 fn completed<K>(ctx: &Context, store: Store<K>) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
@@ -84,46 +84,85 @@ where
     .flatten()
 }
 
-/// Runs every controller until `shutdown` turns true.
+/// Runs every controller until `shutdown` turns true. Each runs at most
+/// `--reconcile-concurrency` reconciles at once over a cache of slimmed objects; the request
+/// controllers watch only requests still in progress (`caches.rs`).
 pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<bool>) {
     let client = ctx.client.clone();
+    let config = controller::Config::default().concurrency(ctx.config.reconcile_concurrency);
     // A change in whether the admission policies are in force is news for every request
     // waiting for approvals.
-    let reads = Controller::new(Api::<SecretReadRequest>::all(client.clone()), watcher::Config::default());
-    let read_store = reads.store();
-    let reads = reads
-        .reconcile_on(completed(&ctx, read_store))
+    let (read_store, read_events) =
+        caches::watched(Api::<SecretReadRequest>::all(client.clone()), caches::unfinished());
+    let reads = Controller::for_stream(read_events, read_store.clone())
+        .with_config(config.clone())
+        .reconcile_on(completed(&ctx, read_store.clone()))
         .reconcile_all_on(ctx.admission.changes())
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(read::reconcile, read::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let patches = Controller::new(Api::<SecretPatch>::all(client.clone()), watcher::Config::default());
+    let (patch_store, patch_events) = caches::watched(Api::<SecretPatch>::all(client.clone()), caches::unfinished());
     // One shared Application watch wakes exactly the executed patches an event concerns.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     if let Some(observer) = ctx.gitops.clone() {
-        tokio::spawn(observer.run(client.clone(), patches.store(), wake, shutdown.clone()));
+        tokio::spawn(observer.run(client.clone(), patch_store.clone(), wake, shutdown.clone()));
     }
     let woken = futures::stream::unfold(woken, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-    let patch_store = patches.store();
-    let patches = patches
+    let patches = Controller::for_stream(patch_events, patch_store.clone())
+        .with_config(config.clone())
         .reconcile_on(woken)
-        .reconcile_on(completed(&ctx, patch_store))
+        .reconcile_on(completed(&ctx, patch_store.clone()))
         .reconcile_all_on(ctx.admission.changes())
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(patch::reconcile, patch::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let discoveries = Controller::new(Api::<DiscoveryJob>::all(client.clone()), watcher::Config::default());
-    let discovery_store = discoveries.store();
-    let discoveries = discoveries
-        .reconcile_on(completed(&ctx, discovery_store))
+    let (discovery_store, discovery_events) =
+        caches::watched(Api::<DiscoveryJob>::all(client.clone()), watcher::Config::default());
+    let discoveries = Controller::for_stream(discovery_events, discovery_store.clone())
+        .with_config(config.clone())
+        .reconcile_on(completed(&ctx, discovery_store.clone()))
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(discovery::reconcile, discovery::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let agents = Controller::new(Api::<AgentRegistration>::all(client.clone()), watcher::Config::default())
-        .graceful_shutdown_on(on_shutdown(shutdown))
+    let (agent_store, agent_events) =
+        caches::watched(Api::<AgentRegistration>::all(client.clone()), watcher::Config::default());
+    let agents = Controller::for_stream(agent_events, agent_store.clone())
+        .with_config(config)
+        .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(agent_registration::reconcile, agent_registration::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    tracing::info!("controllers started");
+    tokio::spawn(caches::guard_finished::<SecretReadRequest>(ctx.clone(), shutdown.clone()));
+    tokio::spawn(caches::guard_finished::<SecretPatch>(ctx.clone(), shutdown.clone()));
+    tokio::spawn(retention::run(ctx.clone(), shutdown.clone()));
+    tokio::spawn(count_cached(ctx.clone(), read_store, patch_store, discovery_store, agent_store, shutdown));
+    tracing::info!(concurrency = ctx.config.reconcile_concurrency, "controllers started");
     futures::join!(reads, patches, discoveries, agents);
     tracing::info!("controllers stopped");
+}
+
+/// Keeps `sb_operator_controller_cached_objects` up to date until `shutdown`.
+async fn count_cached(
+    ctx: Arc<Context>,
+    reads: Store<SecretReadRequest>,
+    patches: Store<SecretPatch>,
+    discoveries: Store<DiscoveryJob>,
+    agents: Store<AgentRegistration>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+            _ = tick.tick() => {}
+        }
+        for (controller, n) in [
+            ("secretreadrequest", reads.len()),
+            ("secretpatch", patches.len()),
+            ("discoveryjob", discoveries.len()),
+            ("agentregistration", agents.len()),
+        ] {
+            let labels = super::metrics::ControllerLabels { controller: controller.into() };
+            ctx.metrics.cached_objects.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
 }

@@ -45,7 +45,7 @@ pub async fn observe(obj: &SecretPatch, ctx: &Context, observer: &Observer) -> R
             return Ok(Action::await_change());
         }
         let names: Vec<String> = watched.iter().map(|(ns, n, _)| format!("{ns}/{n}")).collect();
-        ctx.audit(
+        ctx.audit_once(
             AuditEvent::now(OPERATOR_ACTOR, "patch.observation", audit_object(obj))
                 .outcome("Started", format!("observing {} until {deadline}", names.join(", "))),
         )
@@ -180,7 +180,7 @@ async fn finish(
     message: String,
     took: Option<Duration>,
 ) -> Result<Action, Error> {
-    ctx.audit(
+    ctx.audit_once(
         AuditEvent::now(OPERATOR_ACTOR, "patch.observation", audit_object(obj))
             .outcome(format!("{phase:?}"), format!("{reason}: {message}")),
     )

@@ -72,6 +72,17 @@ pub struct RunArgs {
     /// How often requests in flight are looked at without a watch event.
     #[arg(long, env = "SB_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// Reconciles each controller runs at once. A burst (a start-up over thousands of
+    /// requests, an admission-policy change that wakes every pending one) queues behind it
+    /// instead of opening thousands of API requests and store transactions at once.
+    #[arg(long, env = "SB_RECONCILE_CONCURRENCY", default_value_t = DEFAULT_RECONCILE_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub reconcile_concurrency: u16,
+    /// How long a finished SecretReadRequest or SecretPatch (Revealed, Expired, Denied,
+    /// Failed; Applied, AppliedUnverified) is kept before the operator deletes it (`168h`, or
+    /// `never`). The audit log keeps its record, and the deletion itself.
+    #[arg(long, env = "SB_RETAIN_FINISHED", default_value = "168h", value_parser = parse_retention)]
+    pub retain_finished: Retention,
     /// How long to wait for the CRDs at start-up.
     #[arg(long, env = "SB_CRD_WAIT", default_value = "120s", value_parser = parse_duration)]
     pub crd_wait: Duration,
@@ -100,6 +111,23 @@ pub struct RunArgs {
     /// (by any replica) since the last one (`30s`, `5m`).
     #[arg(long, env = "SB_AUDIT_CHECKPOINT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub audit_checkpoint_interval: Duration,
+}
+
+/// The default of `--reconcile-concurrency`: enough to drain a backlog of new requests at
+/// hundreds a second (each reconcile waits mostly on the API server and the store), few enough
+/// that a burst cannot flood either.
+pub const DEFAULT_RECONCILE_CONCURRENCY: u16 = 16;
+
+/// How long finished requests are kept: a duration, or forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+/// `168h`, `30m`, or `never`.
+pub fn parse_retention(text: &str) -> Result<Retention, String> {
+    match text.trim() {
+        "never" => Ok(Retention(None)),
+        other => parse_duration(other).map(|d| Retention(Some(d))).map_err(|e| format!("{e}, or never")),
+    }
 }
 
 /// `30s`, `15m`, `24h`.
@@ -224,6 +252,23 @@ mod tests {
         );
         assert_eq!(limits.max_connections, 1024);
         assert_eq!(args.api_config().body_limit, crate::api::ApiConfig::default().body_limit);
+        assert_eq!(args.reconcile_concurrency, 16);
+        assert_eq!(args.retain_finished, Retention(Some(Duration::from_secs(7 * 24 * 3600))), "a week");
+    }
+
+    #[test]
+    fn concurrency_and_retention_are_flags() {
+        let args = parse(&["--reconcile-concurrency", "4", "--retain-finished", "30m"]);
+        assert_eq!(args.reconcile_concurrency, 4);
+        assert_eq!(args.retain_finished, Retention(Some(Duration::from_secs(1800))));
+        assert_eq!(parse(&["--retain-finished", "never"]).retain_finished, Retention(None));
+        for refused in
+            [&["--reconcile-concurrency", "0"][..], &["--retain-finished", "1w"], &["--retain-finished", "0s"]]
+        {
+            let mut argv = vec!["sb-operator"];
+            argv.extend_from_slice(refused);
+            assert!(Wrapper::try_parse_from(argv).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! the chain now ends before it (`behind`: events were removed) or holds something else there
 //! (`diverged`: the chain was replaced), so a database owner's edit does not erase the
 //! evidence. A checkpoint that cannot be written never stops the operator.
+//!
+//! A round whose head is the one this process last wrote or found in the ConfigMap asks the
+//! API server nothing: an idle operator does not read the ConfigMap every interval. The round
+//! at shutdown always reads it.
 
 use crate::audit::checkpoint::mac_at;
 use crate::audit::{CHECKPOINT_CONFIGMAP, Checkpoint, CheckpointError};
@@ -130,6 +134,8 @@ pub struct Checkpointer {
     store: Store,
     config: CheckpointConfig,
     metrics: Arc<CheckpointMetrics>,
+    /// (seq, MAC) of the head last written or found checkpointed by this process.
+    confirmed: std::sync::Mutex<Option<(i64, String)>>,
 }
 
 /// The running checkpointer; [`CheckpointTask::finish`] writes the last checkpoint.
@@ -164,7 +170,14 @@ impl Checkpointer {
         config: CheckpointConfig,
         metrics: Arc<CheckpointMetrics>,
     ) -> Self {
-        Self { api: Api::namespaced(client.clone(), namespace), namespace: namespace.into(), store, config, metrics }
+        Self {
+            api: Api::namespaced(client.clone(), namespace),
+            namespace: namespace.into(),
+            store,
+            config,
+            metrics,
+            confirmed: std::sync::Mutex::new(None),
+        }
     }
 
     /// Runs in the background until [`CheckpointTask::finish`].
@@ -206,7 +219,7 @@ impl Checkpointer {
     async fn attempt(&self, last: bool) {
         // A conflict means another replica wrote first: read theirs and try again.
         for _ in 0..3 {
-            match self.round().await {
+            match self.round(last).await {
                 Ok(Round::Written(seq)) => {
                     self.metrics.writes.inc();
                     self.metrics.seq.set(seq);
@@ -235,8 +248,20 @@ impl Checkpointer {
         }
     }
 
-    async fn round(&self) -> Result<Round, RoundError> {
+    async fn round(&self, last: bool) -> Result<Round, RoundError> {
         let Some(head) = self.store.audit_checkpoint().await? else { return Ok(Round::Empty) };
+        let confirmed = || Some((head.seq, head.mac.clone()));
+        if !last && *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) == confirmed() {
+            return Ok(Round::Unchanged);
+        }
+        let round = self.compare_and_write(&head).await;
+        if matches!(round, Ok(Round::Written(_) | Round::Unchanged)) {
+            *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = confirmed();
+        }
+        round
+    }
+
+    async fn compare_and_write(&self, head: &Checkpoint) -> Result<Round, RoundError> {
         let existing = self.api.get_opt(CHECKPOINT_CONFIGMAP).await.map_err(CheckpointError::Kube)?;
         let Some(existing) = existing else {
             return match self.api.create(&PostParams::default(), &head.to_configmap(&self.namespace)).await {

@@ -9,7 +9,7 @@ mod ops;
 mod tls_secret;
 
 pub use crate::cli::KmsKind;
-pub use args::{RunArgs, parse_duration};
+pub use args::{DEFAULT_RECONCILE_CONCURRENCY, Retention, RunArgs, parse_duration};
 pub use checkpoint::{CheckpointConfig, CheckpointMetrics, Checkpointer};
 pub use leader::LEASE_NAME;
 pub use ops::ops_router;
@@ -176,6 +176,9 @@ async fn reconcile_until_drained(
             spki_sha256: serving.spki_sha256.clone(),
             approval_window: args.approval_window,
             poll_interval: args.poll_interval,
+            follow_up: controllers::follow_up_interval(args.poll_interval, args.elect_leader()),
+            reconcile_concurrency: args.reconcile_concurrency,
+            retain_finished: args.retain_finished.0,
         };
         // Before any controller counts an approval: are the admission policies in force?
         let admission = Arc::new(

@@ -124,7 +124,8 @@ pub struct JobStatus {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-/// Broadcast when a job completes on this replica.
+/// Broadcast when a job is leased to an agent or completes on this replica (`state` says
+/// which), so its request is looked at once, at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobCompletion {
     pub job_id: String,

@@ -96,7 +96,7 @@ impl Store {
             let token = URL_SAFE_NO_PAD.encode(raw);
             let row = sqlx::query(
                 "UPDATE jobs SET state = 'Leased', attempts = attempts + 1, lease_token_hash = $1, lease_expires_at = $2, updated_at = $3 \
-                 WHERE id = $4 RETURNING attempts, payload_key, payload, object_kind, object_namespace, object_name, object_uid",
+                 WHERE id = $4 RETURNING attempts, kind, generation, payload_key, payload, object_kind, object_namespace, object_name, object_uid",
             )
             .bind(token_hash(&token))
             .bind(expires)
@@ -105,6 +105,8 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             let attempts: i64 = row.try_get("attempts")?;
+            let kind = JobKind::parse(&row.try_get::<String, _>("kind")?);
+            let generation: i64 = row.try_get("generation")?;
             let object = object_from_row(&row)?;
             let sealed = match (
                 row.try_get::<Option<Vec<u8>>, _>("payload_key")?,
@@ -117,11 +119,12 @@ impl Store {
             let event =
                 AuditEvent::now(format!("agent:{agent}"), "job.claim", object.clone()).outcome("Succeeded", reason);
             self.append_audit(&mut tx, &event).await?;
-            claimed.push((id, token, attempts, object, sealed));
+            claimed.push((id, token, attempts, kind, generation, object, sealed));
         }
         tx.commit().await?;
         let mut jobs = Vec::with_capacity(claimed.len());
-        for (id, token, attempts, object, sealed) in claimed {
+        let mut leased = Vec::with_capacity(claimed.len());
+        for (id, token, attempts, kind, generation, object, sealed) in claimed {
             let payload = match open_column(self.key_manager(), &payload_context(&id), &sealed).await {
                 Ok(plain) => serde_json::from_slice::<JobPayload>(&plain).map_err(|_| ()),
                 // The key service being down is transient: the lease expires and a later
@@ -137,6 +140,14 @@ impl Store {
                 continue;
             };
             tracing::info!(job_id = %id, object_uid = %object.uid, agent, attempt = attempts, "job leased");
+            leased.push(JobCompletion {
+                job_id: id.clone(),
+                agent: agent.to_owned(),
+                kind,
+                object,
+                generation,
+                state: JobState::Leased,
+            });
             jobs.push(ClaimedJob {
                 job_id: id,
                 lease_token: token,
@@ -144,6 +155,10 @@ impl Store {
                 attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
                 payload,
             });
+        }
+        // The controllers show Running when told, rather than by polling every job.
+        for event in leased {
+            let _ = self.inner.completions.send(event);
         }
         Ok(jobs)
     }

@@ -10,12 +10,14 @@ mod error;
 mod jobs;
 mod lease;
 mod notify;
+mod once;
 
 pub use agents::{AgentRecord, KeyLookup, StoredAuthKey};
 pub use approval_trust::{EntryKey, Pins};
 pub use catalog::CatalogAck;
 pub use error::StoreError;
 pub use jobs::{Enqueued, JobCompletion, JobKind, JobState, JobStatus, NewJob};
+pub use once::{Appended, AuditCondition};
 
 use crate::audit::{self, AuditChain, AuditEvent, AuditRecord, Checkpoint, CheckpointError};
 use crate::kms::KeyManager;
@@ -202,8 +204,8 @@ impl Store {
         Ok(audit::list(&mut conn, after, limit).await?)
     }
 
-    /// Completions of jobs on this replica, for the controllers. A lagging receiver misses
-    /// events; controllers also requeue on a timer and read [`Store::job_state`].
+    /// Leases and completions of jobs on this replica, for the controllers. A lagging receiver
+    /// misses events; controllers also requeue on a timer and read [`Store::job_state`].
     pub fn subscribe_completions(&self) -> broadcast::Receiver<JobCompletion> {
         self.inner.completions.subscribe()
     }

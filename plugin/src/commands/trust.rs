@@ -5,7 +5,7 @@ use crate::cli::TrustArgs;
 use crate::context::Ctx;
 use crate::error::PluginError;
 use crate::known_agents::{KnownAgents, PinSource, check_fingerprint};
-use crate::target::is_dns_label;
+use sb_core::crd::is_dns_label;
 
 pub fn run(ctx: &Ctx, args: TrustArgs) -> Result<(), PluginError> {
     if !is_dns_label(&args.agent) {

@@ -48,7 +48,7 @@ pub(super) async fn gate(obj: &SecretReadRequest, ctx: &Context) -> Result<Actio
         GateStep::Queued { job_id, message } => {
             status.job_id = Some(job_id);
             transition(obj, ctx, status, ReadPhase::Queued, "Queued", message).await?;
-            Ok(Action::requeue(ctx.config.poll_interval))
+            Ok(Action::requeue(ctx.config.follow_up))
         }
     }
 }

@@ -60,7 +60,10 @@ async fn step(obj: &SecretReadRequest, ctx: &Context) -> Result<Action, Error> {
     let phase = obj.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
     let job_id = obj.status.as_ref().and_then(|s| s.job_id.clone());
     match phase {
-        ReadPhase::Revealed | ReadPhase::Expired | ReadPhase::Denied | ReadPhase::Failed => Ok(Action::await_change()),
+        // Nothing more to do: out of the cache (a late change that reopens it is noticed).
+        ReadPhase::Revealed | ReadPhase::Expired | ReadPhase::Denied | ReadPhase::Failed => {
+            super::caches::mark_finished(obj, ctx).await
+        }
         ReadPhase::Delivered => relay::watch_delivery(obj, ctx).await,
         ReadPhase::Queued | ReadPhase::Running if job_id.is_some() => {
             relay::follow_job(obj, ctx, job_id.as_deref().unwrap_or_default()).await
@@ -84,6 +87,9 @@ async fn transition(
     if from != Some(phase) {
         let outcome = format!("{phase:?}");
         ctx.audit_transition(
+            &api(ctx, obj),
+            obj,
+            from.map(|p| format!("{p:?}")),
             AuditEvent::now(OPERATOR_ACTOR, "read.transition", audit_object(obj))
                 .outcome(outcome, format!("{reason}: {message}")),
         )

@@ -41,12 +41,12 @@ pub(super) async fn follow_job(obj: &SecretReadRequest, ctx: &Context, job_id: &
                 format!("job {job_id} waits for agent {}", job.agent),
             )
             .await?;
-            Ok(Action::requeue(ctx.config.poll_interval))
+            Ok(Action::requeue(ctx.config.follow_up))
         }
         JobState::Leased => {
             let message = format!("agent {} is running job {job_id} (attempt {})", job.agent, job.attempts);
             transition(obj, ctx, status, ReadPhase::Running, "Running", message).await?;
-            Ok(Action::requeue(ctx.config.poll_interval))
+            Ok(Action::requeue(ctx.config.follow_up))
         }
         JobState::Failed if job.retryable == Some(true) && job.attempts < crate::controllers::MAX_ATTEMPTS => {
             let reason = job.outcome_reason.clone().unwrap_or_default();
@@ -58,7 +58,7 @@ pub(super) async fn follow_job(obj: &SecretReadRequest, ctx: &Context, job_id: &
             ctx.store.requeue_job(OPERATOR_ACTOR, job_id, &payload(obj)?).await?;
             let message = format!("attempt {} failed ({reason}); job {job_id} queued again", job.attempts);
             transition(obj, ctx, status, ReadPhase::Queued, "Retrying", message).await?;
-            Ok(Action::requeue(ctx.config.poll_interval))
+            Ok(Action::requeue(ctx.config.follow_up))
         }
         JobState::Succeeded | JobState::Failed => deliver(obj, ctx, job_id, status).await,
     }
@@ -71,8 +71,10 @@ async fn deliver(
     mut status: SecretReadRequestStatus,
 ) -> Result<Action, Error> {
     // Audit the hand-off before relaying: if the append fails, the result stays in the store.
-    ctx.audit(AuditEvent::now(OPERATOR_ACTOR, "read.relay", audit_object(obj)).outcome("Started", job_id.to_owned()))
-        .await?;
+    ctx.audit_once(
+        AuditEvent::now(OPERATOR_ACTOR, "read.relay", audit_object(obj)).outcome("Started", job_id.to_owned()),
+    )
+    .await?;
     let now = chrono::Utc::now();
     let expires = now + chrono::Duration::seconds(obj.spec.delivery.ttl_seconds);
     // Peek, write the status, then delete: a crash in between relays the same envelopes again
@@ -153,7 +155,7 @@ pub(super) async fn watch_delivery(obj: &SecretReadRequest, ctx: &Context) -> Re
     let acks = obj.status.as_ref().map(|s| s.requester_actions.as_slice()).unwrap_or_default();
     // Each end of a delivery is recorded once, however often a crash makes this run again.
     if requester_did(acks, &obj.spec.requester, RequesterAction::Revealed) {
-        ctx.audit_transition(
+        ctx.audit_once(
             AuditEvent::now(format!("user:{}", obj.spec.requester), "read.reveal", audit_object(obj))
                 .outcome("Succeeded", "the requester opened the delivery"),
         )
@@ -165,7 +167,7 @@ pub(super) async fn watch_delivery(obj: &SecretReadRequest, ctx: &Context) -> Re
         return Ok(Action::await_change());
     }
     if now >= expires {
-        ctx.audit_transition(
+        ctx.audit_once(
             AuditEvent::now(OPERATOR_ACTOR, "read.delivery.delete", audit_object(obj)).outcome("Succeeded", "expired"),
         )
         .await?;
