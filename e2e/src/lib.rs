@@ -21,6 +21,22 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
 }
 
+/// `version` of `[workspace.package]` in the root Cargo.toml: what the charts and the
+/// binaries must say they are.
+pub fn workspace_version() -> String {
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("the root Cargo.toml");
+    let mut in_package = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_package = line == "[workspace.package]";
+        } else if in_package && let Some(value) = line.strip_prefix("version") {
+            return value.trim_start_matches([' ', '=']).trim_matches('"').to_owned();
+        }
+    }
+    panic!("no version in [workspace.package]")
+}
+
 /// The target directory (`CARGO_TARGET_DIR`, else `<repo>/target`).
 pub fn target_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));

@@ -3,9 +3,7 @@
 //! the secure defaults render, appVersion and the image tags follow the workspace version,
 //! and NOTES.txt tells the installer what to run next.
 
-mod artifacts;
-
-use artifacts::workspace_version;
+use sb_e2e::workspace_version;
 use sb_e2e::{Cluster, helm_path, repo_root};
 use std::process::{Command, Stdio};
 
