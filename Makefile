@@ -18,8 +18,7 @@ build: ## Build every crate, tests and benches included
 
 .PHONY: test
 test: tools services boundaries build ## The whole test suite (what CI runs), then the short fuzz pass
-	$(CARGO) nextest run --workspace --no-fail-fast
-	@scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
+	@CARGO="$(CARGO)" FUZZ_SHORT_SECONDS=$(FUZZ_SHORT_SECONDS) scripts/test.sh
 
 .PHONY: services
 services: ## Install and start OpenBao, moto and PostgreSQL on loopback (idempotent)

@@ -3,6 +3,7 @@
 # after the other, and fails if any of them found a crash.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     # or FUZZ_SECONDS=SECONDS; default 120 per target
+#   scripts/fuzz.sh --build-only              # install and build only
 #
 # Installs cargo-fuzz when it is missing (like scripts/ensure-tools.sh does for cargo-nextest)
 # and builds with the nightly toolchain (`cargo +nightly`), which libFuzzer's instrumentation
@@ -17,6 +18,10 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# --build-only: install and build, run nothing (`make test` builds in the background while
+# its tests run, then runs the short pass).
+build_only=0
+if [[ ${1:-} == --build-only ]]; then build_only=1; shift; fi
 seconds=${1:-${FUZZ_SECONDS:-120}}
 shift $(($# > 0 ? 1 : 0))
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [SECONDS] [TARGET...] (SECONDS a whole number > 0)" >&2; exit 2; }
@@ -43,6 +48,10 @@ target_dir="${SB_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/secrets-bridge
 log "building the fuzz targets (cargo +nightly fuzz build --sanitizer $sanitizer, into $target_dir)"
 cargo +nightly fuzz build --sanitizer "$sanitizer" --target-dir "$target_dir"
 built=$(date +%s)
+if ((build_only)); then
+  log "built in $((built - started))s"
+  exit 0
+fi
 bin_dir="$target_dir/x86_64-unknown-linux-gnu/release"
 work="$root/fuzz/.work"
 

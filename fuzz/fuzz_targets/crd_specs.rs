@@ -9,7 +9,9 @@
 //!   store) deserialises: a schema looser than the type would let one object stop the
 //!   operator's watch of its kind; and serialising it again still satisfies the schema (the
 //!   operator's own writes are admitted). Numbers are first made what the API server keeps:
-//!   integral values as integers, and documents with integers beyond 2^53 are skipped.
+//!   integral values as integers, and documents with integers beyond 2^53 are skipped; and
+//!   fields the schema does not declare are dropped, as the API server prunes them before it
+//!   validates and stores an object (the schemas keep no unknown fields).
 #![no_main]
 
 use jsonschema::Validator;
@@ -67,8 +69,13 @@ fn admitted_shape(kind: &str, document: &Value) -> Option<Value> {
         "metadata": {"name": "fuzz", "namespace": "team-a", "uid": "0b5c7a4e-1f6d-4c3e-9a65-3f2b1d0c9e8f", "generation": 1},
     });
     for field in ["spec", "status"] {
-        if let Some(value) = document.get(field) {
-            object[field] = normalise(value)?;
+        let declared = &schema(kind)["properties"][field];
+        if let Some(value) = document.get(field)
+            && !declared.is_null()
+        {
+            let mut value = normalise(value)?;
+            prune(declared, &mut value);
+            object[field] = value;
         }
     }
     Some(object)
@@ -101,16 +108,53 @@ fn normalise(value: &Value) -> Option<Value> {
     })
 }
 
+/// Structural pruning as the API server does it: in an object, a field the schema does not
+/// declare (`properties`) is dropped, a map (`additionalProperties`) keeps every key, and
+/// `x-kubernetes-preserve-unknown-fields` keeps everything below it; arrays follow `items`.
+fn prune(schema: &Value, value: &mut Value) {
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            map.retain(|key, _| additional.is_some() || properties.is_some_and(|p| p.contains_key(key)));
+            for (key, field) in map.iter_mut() {
+                match (properties.and_then(|p| p.get(key)), additional) {
+                    (Some(declared), _) => prune(declared, field),
+                    (None, Some(each)) => prune(each, field),
+                    (None, None) => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(each) = schema.get("items") {
+                items.iter_mut().for_each(|item| prune(each, item));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn schema(kind: &str) -> &'static Value {
+    &compiled(kind).0
+}
+
 fn validator(kind: &str) -> &'static Validator {
-    static VALIDATORS: OnceLock<Vec<(String, Validator)>> = OnceLock::new();
-    let all = VALIDATORS.get_or_init(|| {
+    &compiled(kind).1
+}
+
+fn compiled(kind: &str) -> &'static (Value, Validator) {
+    static SCHEMAS: OnceLock<Vec<(String, (Value, Validator))>> = OnceLock::new();
+    let all = SCHEMAS.get_or_init(|| {
         sb_core::crd::all_crds()
             .into_iter()
             .map(|crd| {
                 let schema = crd.spec.versions[0].schema.clone().unwrap().open_api_v3_schema.unwrap();
                 let schema = serde_json::to_value(schema).unwrap();
                 let validator = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
-                (crd.spec.names.kind, validator)
+                (crd.spec.names.kind, (schema, validator))
             })
             .collect()
     });
