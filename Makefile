@@ -17,8 +17,31 @@ build: ## Build every crate, tests and benches included
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: tools services boundaries build ## The whole test suite (what CI runs), then the short fuzz pass
+test: tools services boundaries build ## The whole test suite (what CI runs), the release-artifact tests, then the short fuzz pass
 	@CARGO="$(CARGO)" FUZZ_SHORT_SECONDS=$(FUZZ_SHORT_SECONDS) scripts/test.sh
+
+# The release for this machine's platform only, for the image, archive, krew and SBOM tests
+# (e2e/tests/images.rs, release.rs): the same script as `make release`, into target/dist-host,
+# with the unoptimised dist-test profile (Cargo.toml). `make test` builds it in the background.
+.PHONY: test-artifacts
+test-artifacts: ## Static binaries, images, archives, SBOMs, charts and krew manifest for x86_64, into target/dist-host
+	@scripts/test.sh --artifacts-only
+
+# The platforms `make images` builds.
+ARCHES ?= x86_64 aarch64
+
+.PHONY: images
+images: ## The OCI images of sb-operator and sb-agent (static musl binaries, ARCHES="x86_64 aarch64"), without a container engine, into target/images
+	@scripts/release.sh images $(ARCHES)
+
+.PHONY: release
+release: ## Write dist/: static binaries and archives, OCI images, packaged charts, SBOMs, the krew manifest, SHA256SUMS (reproducible, from a clean tree)
+	@scripts/release.sh dist
+
+.PHONY: release-check
+release-check: ## `make release` twice, the second from an empty target dir, compare the checksums, then test dist/
+	@scripts/release.sh check
+	SB_DIST_DIR=dist $(CARGO) nextest run -p sb-e2e --test images --test release --no-fail-fast
 
 .PHONY: services
 services: ## Install and start OpenBao, moto and PostgreSQL on loopback (idempotent)
