@@ -8,7 +8,7 @@
 #                                           $CARGO_TARGET_DIR/images/ (`make images`)
 #   scripts/release.sh dist [ARCH...]       everything into $DIST (default dist/; `make release`);
 #                                           `make test` writes a host-only one for its tests
-#   scripts/release.sh check                dist twice, the second time compiling everything
+#   scripts/release.sh check [ARCH...]      dist twice, the second time compiling everything
 #                                           again, and compares the checksums (`make release-check`)
 #
 # Where determinism comes from: SOURCE_DATE_EPOCH (default: the commit's time) for every
@@ -335,17 +335,17 @@ dist() { # arches (default both)
 
 # dist twice: once as the target directory is, once with every release artifact of it moved
 # aside (every crate compiled again, at the same paths), and the two SHA256SUMS must be equal.
-check() {
+check() { # arches (default both)
   local work="$TARGET_DIR/release-check"
   rm -rf "$work"
   mkdir -p "$work/previous"
-  dist
+  dist "$@"
   local dir
   for dir in x86_64-unknown-linux-musl aarch64-unknown-linux-musl "$PROFILE"; do
     if [[ -d "$TARGET_DIR/$dir" ]]; then mv "$TARGET_DIR/$dir" "$work/previous/$dir"; fi
   done
   log "second run, compiling everything again"
-  DIST="$work/dist" "$0" dist
+  DIST="$work/dist" "$0" dist "$@"
   if diff -u "$DIST/SHA256SUMS" "$work/dist/SHA256SUMS"; then
     log "reproducible: both runs wrote the same $(wc -l <"$DIST/SHA256SUMS") files, byte for byte"
     rm -rf "$work"
@@ -364,6 +364,6 @@ case $command in
     binaries "${arches[@]}"
     images_from_binaries "$TARGET_DIR/images" "${arches[@]}" ;;
   dist) dist "$@" ;;
-  check) check ;;
+  check) check "$@" ;;
   *) die "usage: scripts/release.sh binaries|images|dist|check [ARCH...]" ;;
 esac

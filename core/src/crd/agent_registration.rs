@@ -45,7 +45,8 @@ pub struct AgentRegistrationSpec {
     #[schemars(length(min = 1, max = 32))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub providers: Vec<ProviderSpec>,
-    /// How often the agent is expected to call in, in seconds.
+    /// How often the agent is expected to call in, in seconds. The operator tells every agent
+    /// to call in every 15 s; a shorter value here counts as 15 when deciding `Stale`.
     #[serde(default = "default_heartbeat_interval")]
     #[schemars(range(min = 5, max = 300))]
     pub heartbeat_interval_seconds: i64,

@@ -24,6 +24,12 @@ use sb_core::protocol::{CLAIM_PATH, HEARTBEAT_PATH};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The heartbeat interval the agent API tells every agent (the agent calls in on the rhythm
+/// the operator answers with). An AgentRegistration's `heartbeatIntervalSeconds` below it
+/// counts as this when the operator decides Ready or Stale: an agent keeping the rhythm it
+/// was told is never called Stale for it.
+pub const HEARTBEAT_INTERVAL_TOLD_SECONDS: u32 = 15;
+
 /// Tunables of the agent API.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -40,7 +46,7 @@ impl Default for ApiConfig {
         Self {
             body_limit: 1024 * 1024,
             max_claim_wait: Duration::from_secs(u64::from(sb_core::protocol::MAX_CLAIM_WAIT_SECONDS)),
-            heartbeat_interval_seconds: 15,
+            heartbeat_interval_seconds: HEARTBEAT_INTERVAL_TOLD_SECONDS,
         }
     }
 }

@@ -73,6 +73,14 @@ pub fn liveness(
     }
 }
 
+/// The interval, in seconds, at which the agent of `spec` really calls in: the registration's
+/// own, or the one the agent API tells every agent when that is longer. Judged against a
+/// shorter spec, an agent that keeps its told rhythm (plus its provider checks' time) would
+/// flap Ready → Stale → Ready every few heartbeats, a status write and an audit event each.
+pub fn expected_interval(spec: &sb_core::crd::AgentRegistrationSpec) -> i64 {
+    spec.heartbeat_interval_seconds.max(i64::from(crate::api::HEARTBEAT_INTERVAL_TOLD_SECONDS))
+}
+
 /// How stale `status.lastHeartbeat` may be shown. Heartbeats land in the store every interval
 /// and the phase is computed from the store's exact time; the status shows the time only at
 /// this granularity (and exactly whenever the phase changes), so an agent that keeps calling
@@ -213,7 +221,7 @@ async fn step(obj: &AgentRegistration, ctx: &Context) -> Result<Action, Error> {
 
     let record = ctx.store.agent(&name).await?;
     let last_seen = record.as_ref().and_then(|r| r.last_seen);
-    let phase = liveness(last_seen, obj.spec.heartbeat_interval_seconds, obj.spec.stale_after_missed_heartbeats, now);
+    let phase = liveness(last_seen, expected_interval(&obj.spec), obj.spec.stale_after_missed_heartbeats, now);
     let before = obj.status.as_ref().and_then(|s| s.phase);
     if let Some(record) = &record {
         let shown = status.last_heartbeat.as_ref().map(from_time);
@@ -374,6 +382,59 @@ mod tests {
         assert_eq!(shown_certificate(cert("t1", "fp1"), Some("k1"), cert("t2", "fp2"), Some("k1")), cert("t2", "fp2"));
         assert_eq!(shown_certificate(cert("t1", "fp1"), Some("k1"), None, Some("k1")), None, "no valid signer");
         assert_eq!(shown_certificate(None, None, cert("t2", "fp1"), Some("k1")), cert("t2", "fp1"));
+    }
+
+    /// An agent on the rhythm the API tells it (15 s, each heartbeat a little late: provider
+    /// checks and the round trip), against a registration that asks for 5 s, checked by the
+    /// controller every 5 s for ten minutes: never Stale, and `lastHeartbeat` written at most
+    /// once a minute. Then it stops calling in and is Stale within the missed heartbeats.
+    #[test]
+    fn an_agent_on_its_told_rhythm_never_flaps_and_costs_at_most_one_write_a_minute() {
+        let spec: sb_core::crd::AgentRegistrationSpec = serde_json::from_value(serde_json::json!({
+            "authKeys": [{"publicKey": "avFDaj02Rb88MGrdHOQNk+LlSSvsK4jCT6ichuVXm4I="}],
+            "providers": [{"name": "vault", "type": "Vault", "scope": {"allowedPrefixes": ["team-a/"]}}],
+            "heartbeatIntervalSeconds": 5,
+            "staleAfterMissedHeartbeats": 3,
+        }))
+        .unwrap();
+        assert_eq!(expected_interval(&spec), 15);
+        let start = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z").unwrap().to_utc();
+        let late = chrono::Duration::milliseconds(900);
+        let mut seen = start;
+        let mut next_beat = start + chrono::Duration::seconds(15) + late;
+        let (mut shown, mut phase) = (Some(start), AgentPhase::Ready);
+        let mut writes = Vec::new();
+        let mut now = start;
+        while now < start + chrono::Duration::minutes(10) {
+            now += chrono::Duration::seconds(5);
+            while next_beat <= now {
+                seen = next_beat;
+                next_beat = seen + chrono::Duration::seconds(15) + late;
+            }
+            let new_phase = liveness(Some(seen), expected_interval(&spec), spec.stale_after_missed_heartbeats, now);
+            let new_shown = shown_heartbeat(shown, Some(seen), new_phase != phase, HEARTBEAT_SHOWN_EVERY);
+            assert_eq!(new_phase, AgentPhase::Ready, "at {now}: last seen {seen}");
+            if (new_shown, new_phase) != (shown, phase) {
+                writes.push(now);
+            }
+            (shown, phase) = (new_shown, new_phase);
+        }
+        assert!(writes.len() >= 9, "lastHeartbeat moves about once a minute: {writes:?}");
+        for pair in writes.windows(2) {
+            assert!(pair[1] - pair[0] >= HEARTBEAT_SHOWN_EVERY, "two writes within a minute: {pair:?}");
+        }
+        // Silence: Stale once three told intervals have passed, not before.
+        assert_eq!(
+            liveness(Some(seen), expected_interval(&spec), 3, seen + chrono::Duration::seconds(44)),
+            AgentPhase::Ready
+        );
+        assert_eq!(
+            liveness(Some(seen), expected_interval(&spec), 3, seen + chrono::Duration::seconds(46)),
+            AgentPhase::Stale
+        );
+        // A registration asking for a longer interval keeps it.
+        let slow = sb_core::crd::AgentRegistrationSpec { heartbeat_interval_seconds: 60, ..spec };
+        assert_eq!(expected_interval(&slow), 60);
     }
 
     #[test]
