@@ -50,6 +50,26 @@ pub fn kubectl_path() -> anyhow::Result<PathBuf> {
 }
 
 /// The real helm CLI (built by `scripts/kube.sh`).
+/// The real helm without a cluster (template, lint, show), with private caches in a fresh
+/// temporary home; (ok, stdout, stderr).
+pub fn helm_offline(args: &[&str]) -> (bool, String, String) {
+    let home = tempfile::tempdir().expect("a temporary helm home");
+    let out = std::process::Command::new(helm_path().expect("helm (make tools)"))
+        .args(args)
+        .env("HOME", home.path())
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("helm runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn helm_path() -> anyhow::Result<PathBuf> {
     kube::kube_binary("helm")
 }

@@ -4,30 +4,14 @@
 //! and NOTES.txt tells the installer what to run next.
 
 use sb_e2e::workspace_version;
-use sb_e2e::{Cluster, helm_path, repo_root};
-use std::process::{Command, Stdio};
+use sb_e2e::{Cluster, repo_root};
 
 fn chart(name: &str) -> String {
     repo_root().join("charts").join(name).to_str().unwrap().to_owned()
 }
 
-/// The real helm without a cluster (template, lint), with private caches; (ok, stdout, stderr).
 fn helm(args: &[&str]) -> (bool, String, String) {
-    let home = tempfile::tempdir().unwrap();
-    let out = Command::new(helm_path().unwrap())
-        .args(args)
-        .env("HOME", home.path())
-        .env("HELM_CACHE_HOME", home.path().join("cache"))
-        .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    sb_e2e::helm_offline(args)
 }
 
 fn refused(chart_name: &str, set: &[&str], expect: &[&str]) {

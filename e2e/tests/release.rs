@@ -11,8 +11,8 @@
 mod artifacts;
 
 use artifacts::{dist, info, is_dynamic, run, sha256, tar_listing, version};
+use sb_e2e::kubectl_path;
 use sb_e2e::workspace_version;
-use sb_e2e::{helm_path, kubectl_path};
 use std::path::Path;
 use std::process::Command;
 
@@ -233,18 +233,10 @@ fn each_binary_has_a_cyclonedx_sbom_that_follows_the_tiers() {
 
 #[test]
 fn the_packaged_charts_lint_and_render_the_release_images() {
-    let home = tempfile::tempdir().unwrap();
     let helm = |args: &[&str]| {
-        let out = Command::new(helm_path().unwrap())
-            .args(args)
-            .env("HOME", home.path())
-            .env("HELM_CACHE_HOME", home.path().join("cache"))
-            .env("HELM_CONFIG_HOME", home.path().join("config"))
-            .env("HELM_DATA_HOME", home.path().join("data"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let (ok, stdout, stderr) = sb_e2e::helm_offline(args);
+        assert!(ok, "helm {args:?}: {stderr}");
+        stdout
     };
     // The charts' default repository (a release for another registry sets image.repository).
     let registry = "ghcr.io/secrets-bridge";
