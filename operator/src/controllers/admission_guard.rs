@@ -210,8 +210,10 @@ async fn inspect(client: &Client, expected: &[Expected]) -> Inspection {
     let mut problems = Vec::new();
     let mut pins = Pins::new();
     let mut unreadable = 0;
-    for object in expected {
-        match installed(client, object).await {
+    // One round trip for all of them (this runs before every approval is counted).
+    let found = futures::future::join_all(expected.iter().map(|object| installed(client, object))).await;
+    for (object, found) in expected.iter().zip(found) {
+        match found {
             Ok(found) => {
                 let spec = found.as_ref().map(|(spec, _, _)| spec.clone());
                 problems.extend(admission::compare(object, spec).map(|p| p.to_string()));

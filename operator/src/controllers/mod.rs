@@ -25,6 +25,7 @@ pub use startup::{StartupError, run_all, wait_for_crds};
 
 use crate::audit::{AuditEvent, AuditObject};
 use crate::store::{Appended, AuditCondition, Store};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -103,7 +104,7 @@ pub struct ControllerConfig {
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub metrics: Arc<ControllerMetrics>,
     pub store: Store,
     pub config: ControllerConfig,
@@ -123,8 +124,8 @@ impl Context {
         gitops: Option<Arc<crate::gitops::Observer>>,
     ) -> Self {
         let reporter = Reporter { controller: "sb-operator".into(), instance: std::env::var("POD_NAME").ok() };
-        let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, recorder, metrics, store, config, admission, gitops }
+        let events = EventPublisher::new(client.clone(), reporter);
+        Self { client, events, metrics, store, config, admission, gitops }
     }
 
     /// Audits the transition of `obj` from phase `from` to `event.outcome` exactly once,
@@ -183,7 +184,8 @@ impl Context {
         self.store.audit(&event).await.map(|_| ()).map_err(Error::AuditUnavailable)
     }
 
-    /// Publishes a Kubernetes Event about `obj`; best effort (events are not a record).
+    /// Publishes a Kubernetes Event about `obj`; best effort (events are not a record), in
+    /// the order they were made, and off the reconcile's path ([`EventPublisher`]).
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
@@ -192,7 +194,63 @@ impl Context {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        self.events.publish(event, obj.object_ref(&())).await;
+    }
+}
+
+/// Publishes the controllers' Kubernetes Events. Inside a Tokio runtime one task publishes
+/// them in order from a bounded queue, so a phase change never waits for its Event's API call
+/// (two of them sit on the path from an approval to a delivery); a full queue drops the Event
+/// (logged at debug: the audit log is the record). Outside a runtime, or once the task is
+/// gone, it publishes inline.
+///
+/// Every Event goes out through a fresh [`Recorder`]: a long-lived one keeps a copy of each
+/// Event it sent for six minutes to count repeats into a series, which for a controller whose
+/// Events are one per phase change (never repeated) only costs memory, about 2 KiB per Event
+/// (11 MiB of a 24 MiB heap with 5,000 requests made in a few minutes; docs/scale.md).
+#[derive(Clone)]
+pub struct EventPublisher {
+    client: Client,
+    reporter: Reporter,
+    queue: Option<tokio::sync::mpsc::Sender<(Event, ObjectReference)>>,
+}
+
+/// Events waiting for the publisher task at most.
+const EVENT_QUEUE: usize = 1024;
+
+impl EventPublisher {
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        let queue = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (queue, mut events) = tokio::sync::mpsc::channel::<(Event, ObjectReference)>(EVENT_QUEUE);
+            let (client, reporter) = (client.clone(), reporter.clone());
+            runtime.spawn(async move {
+                while let Some((event, reference)) = events.recv().await {
+                    Self::send(&client, &reporter, &event, &reference).await;
+                }
+            });
+            queue
+        });
+        Self { client, reporter, queue }
+    }
+
+    pub async fn publish(&self, event: Event, reference: ObjectReference) {
+        let Some(queue) = &self.queue else {
+            return Self::send(&self.client, &self.reporter, &event, &reference).await;
+        };
+        match queue.try_send((event, reference)) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full((event, _))) => {
+                tracing::debug!(reason = %event.reason, "the event queue is full; an event was dropped");
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed((event, reference))) => {
+                Self::send(&self.client, &self.reporter, &event, &reference).await;
+            }
+        }
+    }
+
+    async fn send(client: &Client, reporter: &Reporter, event: &Event, reference: &ObjectReference) {
+        let recorder = Recorder::new(client.clone(), reporter.clone());
+        if let Err(e) = recorder.publish(event, reference).await {
             tracing::debug!(error = %e, "could not publish an event");
         }
     }
@@ -232,6 +290,17 @@ pub fn now_time() -> Time {
 /// uid); a status pointing at another object's job is treated as pointing at none.
 pub fn own_job(job: Option<crate::store::JobStatus>, object_uid: Option<&str>) -> Option<crate::store::JobStatus> {
     job.filter(|j| object_uid.is_some_and(|uid| j.object.uid == uid))
+}
+
+/// The id of the job the store holds for this generation of `obj`, if any. A request whose
+/// copy names no job yet but has one was approved already (a job is only ever made once the
+/// gate passed for that generation): the copy is older than the status that named the job,
+/// typically the job's completion arriving before the watch delivered that status. Following
+/// the job then, instead of counting the approvals again, delivers in this reconcile.
+pub async fn job_of_generation<K: Resource>(ctx: &Context, obj: &K) -> Result<Option<String>, Error> {
+    let Some(uid) = obj.meta().uid.as_deref() else { return Ok(None) };
+    let generation = obj.meta().generation.unwrap_or(1);
+    Ok(ctx.store.job_by_object(uid, generation).await?.map(|job| job.id))
 }
 
 /// A copy of a request whose status no longer names a job, to decide again from its own

@@ -98,13 +98,22 @@ where
 {
     let namespace = obj.namespace().unwrap_or_default();
     let generation = obj.meta().generation;
-    let registration = Api::<AgentRegistration>::all(ctx.client.clone()).get_opt(&request.target.agent).await?;
+    // Approvals (and the requester's confirmation) are only as good as the admission
+    // policies that bind them to their writers: checked live before any is counted. The three
+    // lookups are independent and on the path from an approval to its job: one round trip.
+    let registrations = Api::<AgentRegistration>::all(ctx.client.clone());
+    let admission = async {
+        if request.approvals.is_empty() { ctx.admission.last() } else { ctx.admission.check(&ctx.client).await }
+    };
+    let (registration, required, problems) =
+        tokio::join!(registrations.get_opt(&request.target.agent), approval::required_for(ctx, &namespace), admission);
+    let registration = registration?;
     if let Err(rejected) = check_target(&namespace, request.target, registration.as_ref()) {
         let approved = condition("Approved", false, rejected.reason, rejected.message.clone(), generation);
         let step = GateStep::Refused { reason: rejected.reason.into(), message: rejected.message };
         return Ok(GateDecision { step, approved: Some(approved), summary: None, policy_missing: None });
     }
-    let required = match approval::required_for(ctx, &namespace).await? {
+    let required = match required? {
         Ok(n) => n,
         Err(message) => {
             let step = GateStep::Refused { reason: "InvalidApprovalPolicy".into(), message };
@@ -112,10 +121,6 @@ where
         }
     };
     let name = obj.name_any();
-    // Approvals (and the requester's confirmation) are only as good as the admission
-    // policies that bind them to their writers: checked live before any is counted.
-    let problems =
-        if request.approvals.is_empty() { ctx.admission.last() } else { ctx.admission.check(&ctx.client).await };
     if !problems.is_empty() {
         ctx.metrics.withheld(POLICY_MISSING);
         let message = format!(
