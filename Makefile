@@ -96,7 +96,7 @@ fuzz: ## Fuzz every parser of network and user input, 120 s per target (FUZZ_SEC
 
 .PHONY: fuzz-short
 fuzz-short: ## The short fuzz pass `make test` ends with: 15 s per target, fails on a crash
-	@scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
+	@SB_FUZZ_PROFILE=dev scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
 
 .PHONY: kube
 kube: ## Build (cached by go.sum) the real control plane for tests: kube-apiserver + etcd + controller-manager, kubectl, helm

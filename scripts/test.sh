@@ -3,11 +3,12 @@
 #   1. every test of the workspace with nextest, except the release-artifact tests;
 #   2. meanwhile, in the background at the lowest CPU priority, the host's release artifacts
 #      (scripts/release.sh dist x86_64 with the dist-test profile, into
-#      $CARGO_TARGET_DIR/dist-host) and then the fuzz targets (their own instrumented target
-#      dir, outside the repository). The end-to-end tests spend most of their time waiting on
+#      $CARGO_TARGET_DIR/dist-host) and then the fuzz targets, unoptimised (SB_FUZZ_PROFILE=dev:
+#      a third of the optimised build's CPU time; their own instrumented target dir, outside
+#      the repository). The end-to-end tests spend most of their time waiting on
 #      real processes, so these builds cost the suite little;
 #   3. the release-artifact tests (e2e/tests/images.rs, release.rs) on what step 2 wrote;
-#   4. the short fuzz pass (scripts/fuzz.sh, FUZZ_SHORT_SECONDS per target, default 15).
+#   4. the short fuzz pass (scripts/fuzz.sh on that build, FUZZ_SHORT_SECONDS per target, default 15).
 # The background builds' logs are $CARGO_TARGET_DIR/artifacts-build.log and fuzz-build.log.
 #
 # scripts/test.sh --artifacts-only builds step 2's release artifacts in the foreground
@@ -32,7 +33,7 @@ fuzz_log="$target/fuzz-build.log"
   export -f artifacts
   export target
   nice -n 19 bash -c artifacts >"$artifacts_log" 2>&1 || { echo failed >"$artifacts_log.failed"; }
-  nice -n 19 scripts/fuzz.sh --build-only >"$fuzz_log" 2>&1 || { echo failed >"$fuzz_log.failed"; }
+  nice -n 19 env SB_FUZZ_PROFILE=dev scripts/fuzz.sh --build-only >"$fuzz_log" 2>&1 || { echo failed >"$fuzz_log.failed"; }
 ) &
 builds=$!
 rm -f "$artifacts_log.failed" "$fuzz_log.failed"
@@ -51,4 +52,4 @@ for log in "$artifacts_log" "$fuzz_log"; do
 done
 $cargo nextest run --workspace --no-fail-fast -E "$release_tests" || status=$?
 ((status == 0)) || exit "$status"
-scripts/fuzz.sh "${FUZZ_SHORT_SECONDS:-15}"
+SB_FUZZ_PROFILE=dev scripts/fuzz.sh "${FUZZ_SHORT_SECONDS:-15}"
