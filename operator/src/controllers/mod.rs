@@ -311,9 +311,19 @@ pub fn without_job_id<K: Clone + HasJobId>(obj: &K) -> K {
     copy
 }
 
+/// A copy of a request whose status names its job, as the write that queued it did
+/// ([`job_of_generation`]).
+pub fn with_job_id<K: Clone + HasJobId>(obj: &K, job_id: &str) -> K {
+    let mut copy = obj.clone();
+    copy.name_job(job_id);
+    copy
+}
+
 /// Requests whose status names the job working for them.
 pub trait HasJobId {
     fn clear_job_id(&mut self);
+    /// Names `job_id` in the status, moving a phase from before the job to `Queued`.
+    fn name_job(&mut self, job_id: &str);
 }
 
 impl HasJobId for sb_core::crd::SecretReadRequest {
@@ -322,12 +332,28 @@ impl HasJobId for sb_core::crd::SecretReadRequest {
             status.job_id = None;
         }
     }
+    fn name_job(&mut self, job_id: &str) {
+        use sb_core::crd::ReadPhase;
+        let status = self.status.get_or_insert_with(Default::default);
+        status.job_id = Some(job_id.to_owned());
+        if matches!(status.phase, None | Some(ReadPhase::Pending)) {
+            status.phase = Some(ReadPhase::Queued);
+        }
+    }
 }
 
 impl HasJobId for sb_core::crd::SecretPatch {
     fn clear_job_id(&mut self) {
         if let Some(status) = self.status.as_mut() {
             status.job_id = None;
+        }
+    }
+    fn name_job(&mut self, job_id: &str) {
+        use sb_core::crd::PatchPhase;
+        let status = self.status.get_or_insert_with(Default::default);
+        status.job_id = Some(job_id.to_owned());
+        if matches!(status.phase, None | Some(PatchPhase::Pending | PatchPhase::Approved)) {
+            status.phase = Some(PatchPhase::Queued);
         }
     }
 }

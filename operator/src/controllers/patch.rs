@@ -72,22 +72,10 @@ async fn step(obj: &SecretPatch, ctx: &Context) -> Result<Action, Error> {
             follow_job(obj, ctx, job_id.as_deref().unwrap_or_default()).await
         }
         _ => match super::job_of_generation(ctx, obj).await? {
-            Some(job_id) => follow_job(&with_job(obj, &job_id), ctx, &job_id).await,
+            Some(job_id) => follow_job(&super::with_job_id(obj, &job_id), ctx, &job_id).await,
             None => gate(obj, ctx).await,
         },
     }
-}
-
-/// A copy of `obj` whose status names its job, as the write that queued it did
-/// ([`super::job_of_generation`]).
-fn with_job(obj: &SecretPatch, job_id: &str) -> SecretPatch {
-    let mut copy = obj.clone();
-    let status = copy.status.get_or_insert_with(Default::default);
-    status.job_id = Some(job_id.to_owned());
-    if matches!(status.phase, None | Some(PatchPhase::Pending | PatchPhase::Approved)) {
-        status.phase = Some(PatchPhase::Queued);
-    }
-    copy
 }
 
 /// Writes a new phase after auditing it (see the read controller's `transition`).

@@ -69,22 +69,10 @@ async fn step(obj: &SecretReadRequest, ctx: &Context) -> Result<Action, Error> {
             relay::follow_job(obj, ctx, job_id.as_deref().unwrap_or_default()).await
         }
         _ => match super::job_of_generation(ctx, obj).await? {
-            Some(job_id) => relay::follow_job(&with_job(obj, &job_id), ctx, &job_id).await,
+            Some(job_id) => relay::follow_job(&super::with_job_id(obj, &job_id), ctx, &job_id).await,
             None => gate::gate(obj, ctx).await,
         },
     }
-}
-
-/// A copy of `obj` whose status names its job, as the write that queued it did
-/// ([`super::job_of_generation`]).
-fn with_job(obj: &SecretReadRequest, job_id: &str) -> SecretReadRequest {
-    let mut copy = obj.clone();
-    let status = copy.status.get_or_insert_with(Default::default);
-    status.job_id = Some(job_id.to_owned());
-    if matches!(status.phase, None | Some(ReadPhase::Pending)) {
-        status.phase = Some(ReadPhase::Queued);
-    }
-    copy
 }
 
 /// Writes a new phase after auditing it; the audit comes first so a failed append leaves
