@@ -27,13 +27,15 @@ if [[ "${1:-}" == --artifacts-only ]]; then
   exit
 fi
 
+# The short pass builds and runs the unoptimised fuzz targets; both steps must use the same.
+export SB_FUZZ_PROFILE=dev
 artifacts_log="$target/artifacts-build.log"
 fuzz_log="$target/fuzz-build.log"
 (
   export -f artifacts
   export target
   nice -n 19 bash -c artifacts >"$artifacts_log" 2>&1 || { echo failed >"$artifacts_log.failed"; }
-  nice -n 19 env SB_FUZZ_PROFILE=dev scripts/fuzz.sh --build-only >"$fuzz_log" 2>&1 || { echo failed >"$fuzz_log.failed"; }
+  nice -n 19 scripts/fuzz.sh --build-only >"$fuzz_log" 2>&1 || { echo failed >"$fuzz_log.failed"; }
 ) &
 builds=$!
 rm -f "$artifacts_log.failed" "$fuzz_log.failed"
@@ -52,4 +54,4 @@ for log in "$artifacts_log" "$fuzz_log"; do
 done
 $cargo nextest run --workspace --no-fail-fast -E "$release_tests" || status=$?
 ((status == 0)) || exit "$status"
-SB_FUZZ_PROFILE=dev scripts/fuzz.sh "${FUZZ_SHORT_SECONDS:-15}"
+scripts/fuzz.sh "${FUZZ_SHORT_SECONDS:-15}"
