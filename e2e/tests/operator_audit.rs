@@ -97,6 +97,66 @@ fn checkpoint_of(configmap: &ConfigMap) -> Option<Checkpoint> {
     Checkpoint::from_configmap(configmap).ok()
 }
 
+/// One unlabelled series of the operator's `/metrics`.
+async fn metric(s: &Scenario, series: &str) -> Option<f64> {
+    let metrics = reqwest::get(format!("{}/metrics", s.operator.metrics_url())).await.ok()?.text().await.ok()?;
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Polls `series` until `ok` holds of it (a minute at most); the last value seen.
+async fn wait_metric(s: &Scenario, series: &str, ok: impl Fn(f64) -> bool) -> Option<f64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let value = metric(s, series).await;
+        if value.is_some_and(&ok) || std::time::Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn request_yaml(name: &str) -> String {
+    format!(
+        r#"
+apiVersion: secrets-bridge.io/v1alpha1
+kind: SecretReadRequest
+metadata: {{name: {name}, namespace: team-a}}
+spec:
+  target: {{agent: edge, provider: vault, ref: team-a/db}}
+  justification: Moving the audit head.
+  requester: alice
+  recipient: "{}"
+"#,
+        KeyPair::generate().public.to_base64()
+    )
+}
+
+/// With an hour between checkpoints, a request's transitions stay uncheckpointed, and
+/// `sb_operator_audit_checkpoint_pending_events` says how far: exactly the seqs between the
+/// ConfigMap's checkpoint and the store's head.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_events_no_checkpoint_covers_yet_are_counted() {
+    let s = Scenario::start_with(&["--audit-checkpoint-interval", "1h"]).await.unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(s.admin.clone(), OPERATOR_NAMESPACE);
+    s.kubectl("alice", &["apply", "-f", "-"], Some(&request_yaml("uncheckpointed"))).await.expect_ok("alice's request");
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    s.wait(&api, "uncheckpointed", "phase Pending", |r| {
+        r.status.as_ref().is_some_and(|st| st.phase == Some(ReadPhase::Pending))
+    })
+    .await
+    .unwrap();
+    // The start-up round checkpointed the chain as it was then (nothing, when it was empty).
+    let checkpointed = || async {
+        configmaps.get_opt(CHECKPOINT_CONFIGMAP).await.unwrap().and_then(|cm| checkpoint_of(&cm)).map_or(0, |c| c.seq)
+    };
+    let at = checkpointed().await;
+    let (head, _) = store_head(&s).await;
+    assert!(head > at, "the request's transitions were audited after the checkpoint at {at}");
+    let pending = wait_metric(&s, "sb_operator_audit_checkpoint_pending_events", |v| v == (head - at) as f64).await;
+    assert_eq!(pending, Some((head - at) as f64), "head {head}, checkpoint {at}\n{}", s.operator.logs());
+    assert_eq!(checkpointed().await, at, "no checkpoint was due within the hour");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_checkpoints_the_audit_head_in_its_namespace_and_verify_reads_it() {
     // A checkpoint after every event, so each transition moves it.
@@ -110,20 +170,7 @@ async fn the_operator_checkpoints_the_audit_head_in_its_namespace_and_verify_rea
     assert!(first.seq >= 1, "{first:?}");
 
     // A request's transitions move it forward (the operator's ServiceAccount may update it).
-    let request = format!(
-        r#"
-apiVersion: secrets-bridge.io/v1alpha1
-kind: SecretReadRequest
-metadata: {{name: checkpointed, namespace: team-a}}
-spec:
-  target: {{agent: edge, provider: vault, ref: team-a/db}}
-  justification: Moving the audit checkpoint.
-  requester: alice
-  recipient: "{}"
-"#,
-        KeyPair::generate().public.to_base64()
-    );
-    s.kubectl("alice", &["apply", "-f", "-"], Some(&request)).await.expect_ok("alice's request");
+    s.kubectl("alice", &["apply", "-f", "-"], Some(&request_yaml("checkpointed"))).await.expect_ok("alice's request");
     s.wait(&configmaps, CHECKPOINT_CONFIGMAP, "a later audit checkpoint", |cm| {
         checkpoint_of(cm).is_some_and(|c| c.seq > first.seq)
     })
@@ -140,6 +187,9 @@ spec:
         .filter(|l| l.starts_with("sb_operator_audit_checkpoint_failures_total{") && !l.ends_with(" 0"))
         .collect();
     assert!(failures.is_empty(), "no checkpoint failed: {failures:?}\n{}", s.operator.logs());
+    // With a checkpoint after every event, none stays uncovered once the request is settled.
+    let pending = wait_metric(&s, "sb_operator_audit_checkpoint_pending_events", |v| v == 0.0).await;
+    assert_eq!(pending, Some(0.0), "{}", s.operator.logs());
 
     // A clean shutdown leaves the checkpoint at the store's last event.
     assert!(s.operator.terminate(Duration::from_secs(30)).unwrap(), "clean exit\n{}", s.operator.logs());

@@ -227,6 +227,9 @@ pub async fn provider_calls(d: &Deployment, n: usize) -> anyhow::Result<(Spread,
     Ok((Spread::of(reads), Spread::of(writes)))
 }
 
+/// The operator's default `--audit-checkpoint-interval` (30 s) and some.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(45);
+
 /// The operator's API requests per minute over an idle window, and its reconciles in it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Idle {
@@ -249,10 +252,18 @@ impl Idle {
     }
 }
 
-/// Counts over `window` with nothing happening (after a short quiet period so the previous
-/// step's follow-ups are over).
+/// Counts over `window` with nothing happening: after a short quiet period so the previous
+/// step's follow-ups are over, and once the audit checkpoint covers the previous step's last
+/// event (its ConfigMap write, within `--audit-checkpoint-interval`, belongs to that step).
 pub async fn idle(d: &Deployment, window: Duration) -> anyhow::Result<Idle> {
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = Instant::now() + CHECKPOINT_WAIT;
+    while d.operator.metric_sum("sb_operator_audit_checkpoint_pending_events").await != 0.0 {
+        if Instant::now() > deadline {
+            bail!("the audit checkpoint did not reach the operator's last event within {CHECKPOINT_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let before = d.api_requests().await?;
     let rec0 = d.operator.reconciles().await;
     let started = Instant::now();

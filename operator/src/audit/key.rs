@@ -70,12 +70,21 @@ impl ChainKey {
 }
 
 /// The chain key and the switch-over: what appending and verifying need. Also counts the
-/// appends of this process, so the checkpointer can act every N events.
+/// appends this process committed, so the checkpointer can act every N events.
 pub struct AuditChain {
     key: ChainKey,
     v2_from: i64,
     v1_head: String,
-    appended: watch::Sender<u64>,
+    appended: watch::Sender<Appends>,
+}
+
+/// The audit events this process committed so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appends {
+    /// How many.
+    pub count: u64,
+    /// The highest seq among them (0 before the first).
+    pub last_seq: i64,
 }
 
 impl std::fmt::Debug for AuditChain {
@@ -124,7 +133,7 @@ async fn read_record(pool: &AnyPool) -> Result<Option<KeyRecord>, ChainKeyError>
 
 impl AuditChain {
     fn new(key: ChainKey, v2_from: i64, v1_head: String) -> Self {
-        Self { key, v2_from, v1_head, appended: watch::Sender::new(0) }
+        Self { key, v2_from, v1_head, appended: watch::Sender::new(Appends::default()) }
     }
 
     /// Unwraps the chain key of an existing store; [`ChainKeyError::Missing`] when there is
@@ -222,14 +231,16 @@ impl AuditChain {
         }
     }
 
-    /// Counts an append (before its transaction commits: a hint for the checkpointer, which
-    /// reads what was committed).
-    pub(crate) fn appended(&self) {
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    /// Counts `count` appends up to `last_seq`, once their transaction committed.
+    pub(crate) fn committed(&self, count: u64, last_seq: i64) {
+        self.appended.send_modify(|a| {
+            a.count = a.count.wrapping_add(count);
+            a.last_seq = a.last_seq.max(last_seq);
+        });
     }
 
-    /// How many events this process appended, updated on every append.
-    pub fn appends(&self) -> watch::Receiver<u64> {
+    /// The events this process committed, updated at every commit that appended some.
+    pub fn appends(&self) -> watch::Receiver<Appends> {
         self.appended.subscribe()
     }
 

@@ -235,7 +235,6 @@ pub async fn append(
         .bind(&hash)
         .execute(&mut *conn)
         .await?;
-    chain.appended();
     let mut stored = event.clone();
     stored.at = parse_time(&at).unwrap_or(event.at);
     Ok(AuditRecord { seq, event: stored, prev_hash: last_hash, hash })

@@ -56,6 +56,9 @@ pub struct CheckpointMetrics {
     pub failures: Family<CheckpointFailureLabels, Counter>,
     /// Seq of the last checkpoint this process wrote.
     pub seq: Gauge,
+    /// How far the last event this process appended is past the checkpoint (its seq minus the
+    /// checkpointed seq, 0 once a checkpoint covers it).
+    pub pending: Gauge,
 }
 
 impl Default for CheckpointMetrics {
@@ -64,6 +67,7 @@ impl Default for CheckpointMetrics {
         let writes = Counter::default();
         let failures = Family::<CheckpointFailureLabels, Counter>::default();
         let seq = Gauge::default();
+        let pending = Gauge::default();
         registry.register("writes", "Audit checkpoints written to the ConfigMap", writes.clone());
         registry.register(
             "failures",
@@ -71,11 +75,16 @@ impl Default for CheckpointMetrics {
             failures.clone(),
         );
         registry.register("seq", "Seq of the last audit checkpoint this process wrote", seq.clone());
+        registry.register(
+            "pending_events",
+            "Seqs between the audit checkpoint and the last event this process appended (0: checkpointed)",
+            pending.clone(),
+        );
         for reason in REASONS {
             // Present at 0 from the start, so alerts on increase() see the first failure.
             let _ = failures.get_or_create(&CheckpointFailureLabels { reason: reason.into() });
         }
-        Self { registry, writes, failures, seq }
+        Self { registry, writes, failures, seq, pending }
     }
 }
 
@@ -122,7 +131,7 @@ impl RoundError {
 
 enum Round {
     Written(i64),
-    Unchanged,
+    Unchanged(i64),
     Empty,
     Conflict,
 }
@@ -188,7 +197,9 @@ impl Checkpointer {
 
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut appends = self.store.audit_chain().appends();
-        let mut counted = *appends.borrow_and_update();
+        let mut counted = appends.borrow_and_update().count;
+        // The seq of the head the last successful round found checkpointed.
+        let mut covered = 0;
         let mut appends_open = true;
         // The first tick is immediate: a checkpoint at start-up, which also reports a chain
         // that was cut while the operator was down.
@@ -203,20 +214,26 @@ impl Checkpointer {
                         continue;
                     }
                     let now = *appends.borrow_and_update();
-                    if now.wrapping_sub(counted) < self.config.every_events {
+                    self.metrics.pending.set((now.last_seq - covered).max(0));
+                    if now.count.wrapping_sub(counted) < self.config.every_events {
                         continue;
                     }
                     tick.reset();
                 }
                 _ = stop.wait_for(|stopped| *stopped) => break,
             }
-            counted = *appends.borrow();
-            self.attempt(false).await;
+            counted = appends.borrow().count;
+            if let Some(seq) = self.attempt(false).await {
+                covered = seq;
+                self.metrics.pending.set((appends.borrow().last_seq - covered).max(0));
+            }
         }
         self.attempt(true).await;
     }
 
-    async fn attempt(&self, last: bool) {
+    /// One checkpoint attempt: the seq now checkpointed (0 for an empty chain), `None` when
+    /// it failed.
+    async fn attempt(&self, last: bool) -> Option<i64> {
         // A conflict means another replica wrote first: read theirs and try again.
         for _ in 0..3 {
             match self.round(last).await {
@@ -228,9 +245,10 @@ impl Checkpointer {
                     } else {
                         tracing::debug!(seq, configmap = CHECKPOINT_CONFIGMAP, "audit checkpoint written");
                     }
-                    return;
+                    return Some(seq);
                 }
-                Ok(Round::Unchanged | Round::Empty) => return,
+                Ok(Round::Unchanged(seq)) => return Some(seq),
+                Ok(Round::Empty) => return Some(0),
                 Ok(Round::Conflict) => continue,
                 Err(e) => {
                     let reason = e.reason();
@@ -242,20 +260,21 @@ impl Checkpointer {
                         namespace = %self.namespace,
                         "audit checkpoint not written"
                     );
-                    return;
+                    return None;
                 }
             }
         }
+        None
     }
 
     async fn round(&self, last: bool) -> Result<Round, RoundError> {
         let Some(head) = self.store.audit_checkpoint().await? else { return Ok(Round::Empty) };
         let confirmed = || Some((head.seq, head.mac.clone()));
         if !last && *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) == confirmed() {
-            return Ok(Round::Unchanged);
+            return Ok(Round::Unchanged(head.seq));
         }
         let round = self.compare_and_write(&head).await;
-        if matches!(round, Ok(Round::Written(_) | Round::Unchanged)) {
+        if matches!(round, Ok(Round::Written(_) | Round::Unchanged(_))) {
             *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = confirmed();
         }
         round
@@ -275,7 +294,7 @@ impl Checkpointer {
             return Err(RoundError::Behind { head: head.seq, checkpoint: old.seq });
         }
         if old.seq == head.seq && old.mac == head.mac {
-            return Ok(Round::Unchanged);
+            return Ok(Round::Unchanged(head.seq));
         }
         let stored = mac_at(self.store.pool(), old.seq).await?;
         if stored.as_deref() != Some(old.mac.as_str()) {

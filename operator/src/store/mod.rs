@@ -66,12 +66,21 @@ impl Default for StoreOptions {
 pub struct WriteTx {
     tx: Transaction<'static, Any>,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The store, told at commit how many audit events this transaction appended.
+    store: Store,
+    /// (audit events appended, the last one's seq).
+    audited: (u64, i64),
 }
 
 impl WriteTx {
     /// Commits, then gives the writer turn to the next writer.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        self.tx.commit().await?;
+        let (count, last_seq) = self.audited;
+        if count > 0 {
+            self.store.inner.audit_chain.committed(count, last_seq);
+        }
+        Ok(())
     }
 
     /// Rolls back, then gives the writer turn to the next writer.
@@ -210,9 +219,12 @@ impl Store {
         Ok(match self.inner.backend {
             Backend::Sqlite => {
                 let turn = self.inner.writer.clone().lock_owned().await;
-                WriteTx { tx: self.inner.pool.begin_with("BEGIN IMMEDIATE").await?, _turn: Some(turn) }
+                let tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await?;
+                WriteTx { tx, _turn: Some(turn), store: self.clone(), audited: (0, 0) }
             }
-            Backend::Postgres => WriteTx { tx: self.inner.pool.begin().await?, _turn: None },
+            Backend::Postgres => {
+                WriteTx { tx: self.inner.pool.begin().await?, _turn: None, store: self.clone(), audited: (0, 0) }
+            }
         })
     }
 
@@ -222,12 +234,10 @@ impl Store {
     }
 
     /// Appends `event` to the audit chain inside the caller's transaction.
-    pub(crate) async fn append_audit(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        event: &AuditEvent,
-    ) -> Result<AuditRecord, sqlx::Error> {
-        audit::append(conn, &self.inner.audit_chain, event).await
+    pub(crate) async fn append_audit(&self, tx: &mut WriteTx, event: &AuditEvent) -> Result<AuditRecord, sqlx::Error> {
+        let record = audit::append(tx, &self.inner.audit_chain, event).await?;
+        tx.audited = (tx.audited.0 + 1, record.seq);
+        Ok(record)
     }
 
     /// The current head of the audit chain as a checkpoint, its MAC recomputed with the
