@@ -14,6 +14,8 @@ use kube::api::{ListParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use sb_e2e::Cluster;
 use sb_operator::controllers::EventPublisher;
+use sb_operator::controllers::metrics::{ControllerMetrics, ReasonLabels};
+use std::sync::Arc;
 use std::time::Duration;
 
 // dhat's allocator counts the bytes alive (`dhat::HeapStats`); this binary holds only this test.
@@ -82,7 +84,8 @@ async fn sent_events_leave_nothing_behind_and_a_long_lived_recorder_would_have()
     // The operator's publisher (its queue and task included). A first round of as many Events
     // warms the client's connections and the queue's blocks up (bounded by the queue's length,
     // whatever number of Events go through it), so what the second counts is what each leaves.
-    let publisher = EventPublisher::new(client.clone(), reporter());
+    let metrics = Arc::new(ControllerMetrics::default());
+    let publisher = EventPublisher::new(client.clone(), reporter(), metrics.clone());
     for i in 0..EVENTS {
         let (event, reference) = event("warm", i);
         publisher.publish(event, reference).await;
@@ -117,6 +120,19 @@ async fn sent_events_leave_nothing_behind_and_a_long_lived_recorder_would_have()
         "the control: a long-lived recorder keeps about 2 KiB per Event (kept {shared} bytes)"
     );
     assert!(per_event(ours) < 64, "the operator's publisher keeps nothing per Event it sent (kept {ours} bytes)");
+
+    // Every Event above was published; one about an object in a namespace that does not
+    // exist is refused by the API server, and counted.
+    let not_published =
+        |reason: &str| metrics.events_not_published.get_or_create(&ReasonLabels { reason: reason.into() }).get();
+    assert_eq!((not_published("queue_full"), not_published("api_error")), (0, 0));
+    let (event, reference) = event("no-such-namespace", 0);
+    publisher.publish(event, reference).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while not_published("api_error") == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(not_published("api_error"), 1, "the refused Event is counted");
     drop(recorder);
     drop(cluster);
 }

@@ -48,6 +48,8 @@ pub struct ControllerMetrics {
     pub approvals_withheld: Family<ReasonLabels, Counter>,
     /// GitOps observation: watch (re)starts, observations in progress, executed → applied.
     pub gitops: crate::gitops::GitopsMetrics,
+    /// Kubernetes Events not published, by reason (`queue_full`, `api_error`).
+    pub events_not_published: Family<ReasonLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +106,16 @@ impl Default for ControllerMetrics {
             "Reconciles of a pending request that counted no approval, by reason",
             approvals_withheld.clone(),
         );
+        let events_not_published = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "events_not_published",
+            "Kubernetes Events not published, by reason (queue_full: more than 1,024 waiting; api_error: refused or unreachable)",
+            events_not_published.clone(),
+        );
+        for reason in ["queue_full", "api_error"] {
+            // Present at 0 from the start, so alerts on increase() see the first one.
+            let _ = events_not_published.get_or_create(&ReasonLabels { reason: reason.into() });
+        }
         let gitops = crate::gitops::GitopsMetrics {
             watches: Counter::default(),
             in_progress: Gauge::default(),
@@ -137,6 +149,7 @@ impl Default for ControllerMetrics {
             admission_policies_in_force,
             approvals_withheld,
             gitops,
+            events_not_published,
         }
     }
 }

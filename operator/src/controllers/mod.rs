@@ -21,6 +21,7 @@ mod startup;
 
 pub use error::Error;
 pub use metrics::ControllerMetrics;
+use metrics::ReasonLabels;
 pub use startup::{StartupError, run_all, wait_for_crds};
 
 use crate::audit::{AuditEvent, AuditObject};
@@ -124,7 +125,7 @@ impl Context {
         gitops: Option<Arc<crate::gitops::Observer>>,
     ) -> Self {
         let reporter = Reporter { controller: "sb-operator".into(), instance: std::env::var("POD_NAME").ok() };
-        let events = EventPublisher::new(client.clone(), reporter);
+        let events = EventPublisher::new(client.clone(), reporter, metrics.clone());
         Self { client, events, metrics, store, config, admission, gitops }
     }
 
@@ -213,45 +214,82 @@ pub struct EventPublisher {
     client: Client,
     reporter: Reporter,
     queue: Option<tokio::sync::mpsc::Sender<(Event, ObjectReference)>>,
+    metrics: Arc<ControllerMetrics>,
 }
 
 /// Events waiting for the publisher task at most.
 const EVENT_QUEUE: usize = 1024;
 
 impl EventPublisher {
-    pub fn new(client: Client, reporter: Reporter) -> Self {
+    pub fn new(client: Client, reporter: Reporter, metrics: Arc<ControllerMetrics>) -> Self {
         let queue = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             let (queue, mut events) = tokio::sync::mpsc::channel::<(Event, ObjectReference)>(EVENT_QUEUE);
-            let (client, reporter) = (client.clone(), reporter.clone());
+            let (client, reporter, metrics) = (client.clone(), reporter.clone(), metrics.clone());
             runtime.spawn(async move {
                 while let Some((event, reference)) = events.recv().await {
-                    Self::send(&client, &reporter, &event, &reference).await;
+                    Self::send(&client, &reporter, &metrics, &event, &reference).await;
                 }
             });
             queue
         });
-        Self { client, reporter, queue }
+        Self { client, reporter, queue, metrics }
     }
 
     pub async fn publish(&self, event: Event, reference: ObjectReference) {
         let Some(queue) = &self.queue else {
-            return Self::send(&self.client, &self.reporter, &event, &reference).await;
+            return Self::send(&self.client, &self.reporter, &self.metrics, &event, &reference).await;
         };
         match queue.try_send((event, reference)) {
             Ok(()) => {}
-            Err(tokio::sync::mpsc::error::TrySendError::Full((event, _))) => {
-                tracing::debug!(reason = %event.reason, "the event queue is full; an event was dropped");
+            Err(tokio::sync::mpsc::error::TrySendError::Full((event, reference))) => {
+                Self::not_published(
+                    &self.metrics,
+                    "queue_full",
+                    &event,
+                    &reference,
+                    "more Events are waiting than the queue holds",
+                );
             }
             Err(tokio::sync::mpsc::error::TrySendError::Closed((event, reference))) => {
-                Self::send(&self.client, &self.reporter, &event, &reference).await;
+                Self::send(&self.client, &self.reporter, &self.metrics, &event, &reference).await;
             }
         }
     }
 
-    async fn send(client: &Client, reporter: &Reporter, event: &Event, reference: &ObjectReference) {
+    async fn send(
+        client: &Client,
+        reporter: &Reporter,
+        metrics: &ControllerMetrics,
+        event: &Event,
+        reference: &ObjectReference,
+    ) {
         let recorder = Recorder::new(client.clone(), reporter.clone());
         if let Err(e) = recorder.publish(event, reference).await {
-            tracing::debug!(error = %e, "could not publish an event");
+            Self::not_published(metrics, "api_error", event, reference, &e.to_string());
+        }
+    }
+
+    /// Counts an Event that was not published and says so: at warn for the first and every
+    /// hundredth of each reason (the audit log holds every transition anyway), else at debug.
+    fn not_published(metrics: &ControllerMetrics, reason: &str, event: &Event, reference: &ObjectReference, why: &str) {
+        let counter = metrics.events_not_published.get_or_create(&ReasonLabels { reason: reason.into() });
+        let count = counter.inc() + 1;
+        let object = format!(
+            "{}/{}",
+            reference.namespace.as_deref().unwrap_or_default(),
+            reference.name.as_deref().unwrap_or_default()
+        );
+        if count == 1 || count.is_multiple_of(100) {
+            tracing::warn!(
+                reason,
+                event_reason = %event.reason,
+                object,
+                not_published = count,
+                error = why,
+                "a Kubernetes Event was not published (sb_operator_controller_events_not_published_total counts them; the audit log has the transition)"
+            );
+        } else {
+            tracing::debug!(reason, event_reason = %event.reason, object, error = why, "a Kubernetes Event was not published");
         }
     }
 }
