@@ -202,6 +202,43 @@ async fn a_completion_costs_the_same_reconciles_whatever_is_resident() {
     common::once_each(&common::audited(&s.operator, &uid, "read.transition").await);
 }
 
+/// A new request asks the API server nothing but its own status write while nothing can be
+/// approved: the agent's registration and the namespace's required approvals come from the
+/// operator's watches. Once an approval is there, the gate reads both live before counting it
+/// (the positive control of the count).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_request_reads_its_registration_and_namespace_from_the_watches() {
+    const NEW: usize = 5;
+    let s = Scenario::start_audited(&[]).await.unwrap();
+    // The first request waits until the watches have listed (the operator started them with
+    // its controllers).
+    create_pending(&s, "first", 1).await;
+    let looked_up = |requests: &[ApiRequest]| -> Vec<ApiRequest> {
+        requests
+            .iter()
+            .filter(|r| r.verb == "get" && matches!(r.resource.as_str(), "agentregistrations" | "namespaces"))
+            .cloned()
+            .collect()
+    };
+    let from = chrono::Utc::now();
+    create_pending(&s, "new", NEW).await;
+    let to = chrono::Utc::now();
+    let requests = operator_requests(&s, from, to);
+    println!("{} operator API requests for {NEW} new requests:\n{}", requests.len(), shown(&requests));
+    assert!(looked_up(&requests).is_empty(), "lookups sent to the API server:\n{}", shown(&requests));
+    let status_writes = requests.iter().filter(|r| r.resource == "secretreadrequests" && r.subresource == "status");
+    assert_eq!(status_writes.count(), NEW, "one status write each:\n{}", shown(&requests));
+
+    let from = chrono::Utc::now();
+    s.decide("bob", "srr", "new-0", "Approve", false).await.expect_ok("bob approves");
+    let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
+    s.wait(&api, "new-0", "phase Queued", |r| phase(r) == Some(ReadPhase::Queued)).await.unwrap();
+    let requests = operator_requests(&s, from, chrono::Utc::now());
+    let live = looked_up(&requests);
+    assert!(live.iter().any(|r| r.resource == "agentregistrations" && r.name == "edge"), "{}", shown(&requests));
+    assert!(live.iter().any(|r| r.resource == "namespaces" && r.name == "team-a"), "{}", shown(&requests));
+}
+
 fn labelled_finished(r: &SecretReadRequest) -> bool {
     r.metadata.labels.as_ref().is_some_and(|l| l.contains_key(FINISHED_LABEL))
 }

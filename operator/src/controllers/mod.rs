@@ -113,6 +113,18 @@ pub struct Context {
     pub admission: Arc<admission_guard::AdmissionGuard>,
     /// GitOps observation, when enabled (`--gitops-observation`).
     pub gitops: Option<Arc<crate::gitops::Observer>>,
+    /// The caches the gate reads while nothing can be approved, set when the controllers
+    /// start (`startup::run_all`).
+    pub lookups: std::sync::OnceLock<Lookups>,
+}
+
+/// What the gate looks up for every request, as the operator's watches see it: the
+/// AgentRegistrations (the agent controller's cache) and the namespaces' metadata.
+#[derive(Clone)]
+pub struct Lookups {
+    pub registrations: kube::runtime::reflector::Store<sb_core::crd::AgentRegistration>,
+    pub namespaces:
+        kube::runtime::reflector::Store<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>,
 }
 
 impl Context {
@@ -126,7 +138,7 @@ impl Context {
     ) -> Self {
         let reporter = Reporter { controller: "sb-operator".into(), instance: std::env::var("POD_NAME").ok() };
         let events = EventPublisher::new(client.clone(), reporter, metrics.clone());
-        Self { client, events, metrics, store, config, admission, gitops }
+        Self { client, events, metrics, store, config, admission, gitops, lookups: std::sync::OnceLock::new() }
     }
 
     /// Audits the transition of `obj` from phase `from` to `event.outcome` exactly once,

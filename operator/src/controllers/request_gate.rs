@@ -7,9 +7,11 @@ use super::approval::{self, ApprovalSubject, Gate};
 use super::conditions::{clear_condition, condition, set_condition};
 use super::{Context, Error, OPERATOR_ACTOR, audit_object, from_time};
 use crate::audit::AuditEvent;
+use crate::policy::approvals::required_approvals;
 use crate::policy::target::check_target;
 use crate::store::NewJob;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use sb_core::crd::{AgentRegistration, Approval, TargetRef};
 use sb_core::protocol::JobPayload;
@@ -86,6 +88,31 @@ impl GateDecision {
     }
 }
 
+/// The agent's registration and the namespace's required approvals (or why its annotation
+/// is invalid): from the operator's caches when `cached` and they hold them, else from the
+/// API server.
+async fn lookups(
+    ctx: &Context,
+    agent: &str,
+    namespace: &str,
+    cached: bool,
+) -> (Result<Option<AgentRegistration>, Error>, Result<Result<u32, String>, Error>) {
+    let caches = ctx.lookups.get().filter(|_| cached);
+    let registration = async {
+        if let Some(found) = caches.and_then(|c| c.registrations.get(&ObjectRef::new(agent))) {
+            return Ok(Some(found.as_ref().clone()));
+        }
+        Ok(Api::<AgentRegistration>::all(ctx.client.clone()).get_opt(agent).await?)
+    };
+    let required = async {
+        if let Some(found) = caches.and_then(|c| c.namespaces.get(&ObjectRef::new(namespace))) {
+            return Ok(required_approvals(found.metadata.annotations.iter().flatten()));
+        }
+        approval::required_for(ctx, namespace).await
+    };
+    tokio::join!(registration, required)
+}
+
 /// Runs the gate for `obj`; `payload` builds the job only once it is approved.
 pub async fn run<K>(
     ctx: &Context,
@@ -99,15 +126,21 @@ where
     let namespace = obj.namespace().unwrap_or_default();
     let generation = obj.meta().generation;
     // Approvals (and the requester's confirmation) are only as good as the admission
-    // policies that bind them to their writers: checked live before any is counted. The three
+    // policies that bind them to their writers: checked live before any is counted. The
     // lookups are independent and on the path from an approval to its job: one round trip.
-    let registrations = Api::<AgentRegistration>::all(ctx.client.clone());
-    let admission = async {
-        if request.approvals.is_empty() { ctx.admission.last() } else { ctx.admission.check(&ctx.client).await }
-    };
-    let (registration, required, problems) =
-        tokio::join!(registrations.get_opt(&request.target.agent), approval::required_for(ctx, &namespace), admission);
-    let registration = registration?;
+    // While nothing can be approved (no entry yet) they come from the operator's watches, and
+    // only a refusal, which ends the request, is confirmed from the API server.
+    let cached = request.approvals.is_empty();
+    let admission = async { if cached { ctx.admission.last() } else { ctx.admission.check(&ctx.client).await } };
+    let ((registration, mut required), problems) =
+        tokio::join!(lookups(ctx, &request.target.agent, &namespace, cached), admission);
+    let mut registration = registration?;
+    if cached
+        && (check_target(&namespace, request.target, registration.as_ref()).is_err() || matches!(required, Ok(Err(_))))
+    {
+        let (live, live_required) = lookups(ctx, &request.target.agent, &namespace, false).await;
+        (registration, required) = (live?, live_required);
+    }
     if let Err(rejected) = check_target(&namespace, request.target, registration.as_ref()) {
         let approved = condition("Approved", false, rejected.reason, rejected.message.clone(), generation);
         let step = GateStep::Refused { reason: rejected.reason.into(), message: rejected.message };

@@ -4,9 +4,12 @@
 
 use super::{Context, agent_registration, caches, discovery, patch, read, retention};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use sb_core::crd::{AgentRegistration, DiscoveredSecret, DiscoveryJob, SecretPatch, SecretReadRequest};
@@ -131,6 +134,17 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<b
         .graceful_shutdown_on(on_shutdown(shutdown.clone()))
         .run(agent_registration::reconcile, agent_registration::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
+    // The gate's lookups while nothing can be approved: the registrations above, and the
+    // namespaces' metadata (their required approvals), kept by a watch of their own.
+    let (namespace_store, namespace_writer) = reflector::store();
+    let namespace_events = reflector::reflector(
+        namespace_writer,
+        watcher::watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(caches::slim),
+    );
+    tokio::spawn(drive(namespace_events, "namespaces", shutdown.clone()));
+    let _ = ctx.lookups.set(super::Lookups { registrations: agent_store.clone(), namespaces: namespace_store });
     tokio::spawn(caches::guard_finished::<SecretReadRequest>(ctx.clone(), shutdown.clone()));
     tokio::spawn(caches::guard_finished::<SecretPatch>(ctx.clone(), shutdown.clone()));
     tokio::spawn(retention::run(ctx.clone(), shutdown.clone()));
@@ -138,6 +152,24 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<b
     tracing::info!(concurrency = ctx.config.reconcile_concurrency, "controllers started");
     futures::join!(reads, patches, discoveries, agents);
     tracing::info!("controllers stopped");
+}
+
+/// Runs a reflector's watch until `shutdown`, logging its errors (it retries with backoff).
+async fn drive<S, T>(events: S, what: &'static str, mut shutdown: tokio::sync::watch::Receiver<bool>)
+where
+    S: futures::Stream<Item = Result<T, watcher::Error>> + Send,
+{
+    let mut events = std::pin::pin!(events);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+            event = events.next() => match event {
+                None => return,
+                Some(Err(e)) => tracing::warn!(error = %e, watch = what, "watch failed; retrying"),
+                Some(Ok(_)) => {}
+            },
+        }
+    }
 }
 
 /// Keeps `sb_operator_controller_cached_objects` up to date until `shutdown`.
