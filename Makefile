@@ -39,7 +39,7 @@ release: ## Write dist/: static binaries and archives, OCI images, packaged char
 	@scripts/release.sh dist
 
 .PHONY: release-check
-release-check: ## `make release` twice, the second from an empty target dir, compare the checksums, then test dist/
+release-check: tools ## `make release` twice, the second from an empty target dir, compare the checksums, then test dist/
 	@scripts/release.sh check
 	SB_DIST_DIR=dist $(CARGO) nextest run -p sb-e2e --test images --test release --no-fail-fast
 
