@@ -17,22 +17,6 @@ use std::time::Duration;
 
 const CRASH_WITHIN: Duration = Duration::from_secs(30);
 
-fn read_yaml(name: &str, recipient: &KeyPair) -> String {
-    format!(
-        r#"
-apiVersion: secrets-bridge.io/v1alpha1
-kind: SecretReadRequest
-metadata: {{name: {name}, namespace: team-a}}
-spec:
-  target: {{agent: edge, provider: vault, ref: "team-a/db", keys: [password]}}
-  justification: Fault matrix (INC-1).
-  requester: alice
-  recipient: "{}"
-"#,
-        recipient.public.to_base64()
-    )
-}
-
 fn read_phase(r: &SecretReadRequest) -> Option<ReadPhase> {
     r.status.as_ref().and_then(|s| s.phase)
 }
@@ -44,7 +28,13 @@ async fn audited(s: &Scenario, uid: &str, action: &str) -> Vec<String> {
 use common::once_each;
 
 async fn start_read(s: &Scenario, name: &str, recipient: &KeyPair) -> SecretReadRequest {
-    s.kubectl("alice", &["apply", "-f", "-"], Some(&read_yaml(name, recipient))).await.expect_ok("alice's read");
+    s.kubectl(
+        "alice",
+        &["apply", "-f", "-"],
+        Some(&common::read_request_yaml(name, "Fault matrix (INC-1).", &recipient.public.to_base64())),
+    )
+    .await
+    .expect_ok("alice's read");
     let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
     s.wait(&api, name, "Pending", |r| read_phase(r) == Some(ReadPhase::Pending)).await.unwrap()
 }
@@ -127,7 +117,8 @@ async fn operator_killed_during_delivery_expiry() {
     let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
     let recipient = KeyPair::generate();
     // The shortest delivery the schema allows, so expiry comes within the test.
-    let yaml = read_yaml("crash-x", &recipient) + "  delivery: {ttlSeconds: 60}\n";
+    let yaml = common::read_request_yaml("crash-x", "Fault matrix (INC-1).", &recipient.public.to_base64())
+        + "  delivery: {ttlSeconds: 60}\n";
     s.kubectl("alice", &["apply", "-f", "-"], Some(&yaml)).await.expect_ok("alice's read");
     let request = s.wait(&api, "crash-x", "Pending", |r| read_phase(r) == Some(ReadPhase::Pending)).await.unwrap();
     let uid = request.metadata.uid.clone().unwrap();

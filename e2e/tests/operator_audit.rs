@@ -14,6 +14,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
+fn request_yaml(name: &str) -> String {
+    common::read_request_yaml(name, "Moving the audit head.", &KeyPair::generate().public.to_base64())
+}
+
 /// Holds SQLite's write lock on the operator's database from another process, the way a
 /// stuck writer or a full disk would stop appends.
 const HOLD_WRITE_LOCK: &str = "import sqlite3, sys, time\n\
@@ -35,18 +41,10 @@ async fn a_request_does_not_move_while_the_audit_log_is_unavailable() {
     BufReader::new(locker.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "locked");
 
-    let request = format!(
-        r#"
-apiVersion: secrets-bridge.io/v1alpha1
-kind: SecretReadRequest
-metadata: {{name: unaudited, namespace: team-a}}
-spec:
-  target: {{agent: edge, provider: vault, ref: team-a/db}}
-  justification: Checking that nothing happens without an audit record.
-  requester: alice
-  recipient: "{}"
-"#,
-        KeyPair::generate().public.to_base64()
+    let request = common::read_request_yaml(
+        "unaudited",
+        "Checking that nothing happens without an audit record.",
+        &KeyPair::generate().public.to_base64(),
     );
     s.kubectl("alice", &["apply", "-f", "-"], Some(&request)).await.expect_ok("alice's request");
     let api: Api<SecretReadRequest> = Api::namespaced(s.admin.clone(), "team-a");
@@ -113,22 +111,6 @@ async fn wait_metric(s: &Scenario, series: &str, ok: impl Fn(f64) -> bool) -> Op
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn request_yaml(name: &str) -> String {
-    format!(
-        r#"
-apiVersion: secrets-bridge.io/v1alpha1
-kind: SecretReadRequest
-metadata: {{name: {name}, namespace: team-a}}
-spec:
-  target: {{agent: edge, provider: vault, ref: team-a/db}}
-  justification: Moving the audit head.
-  requester: alice
-  recipient: "{}"
-"#,
-        KeyPair::generate().public.to_base64()
-    )
 }
 
 /// With an hour between checkpoints, a request's transitions stay uncheckpointed, and

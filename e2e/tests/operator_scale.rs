@@ -19,18 +19,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn request_yaml(name: &str) -> String {
-    format!(
-        r#"
-apiVersion: secrets-bridge.io/v1alpha1
-kind: SecretReadRequest
-metadata: {{name: {name}, namespace: team-a}}
-spec:
-  target: {{agent: edge, provider: vault, ref: "team-a/db", keys: [password]}}
-  justification: Load for the regression guards of issue 15.
-  requester: alice
-  recipient: "{}"
-"#,
-        KeyPair::generate().public.to_base64()
+    common::read_request_yaml(
+        name,
+        "Load for the regression guards of issue 15.",
+        &KeyPair::generate().public.to_base64(),
     )
 }
 

@@ -19,22 +19,6 @@ use std::collections::BTreeMap;
 
 const REQUESTS: usize = 3;
 
-fn request_yaml(name: &str, recipient: &KeyPair) -> String {
-    format!(
-        r#"
-apiVersion: secrets-bridge.io/v1alpha1
-kind: SecretReadRequest
-metadata: {{name: {name}, namespace: team-a}}
-spec:
-  target: {{agent: edge, provider: vault, ref: "team-a/db", keys: [password]}}
-  justification: Two operators racing over one request.
-  requester: alice
-  recipient: "{}"
-"#,
-        recipient.public.to_base64()
-    )
-}
-
 fn phase(r: &SecretReadRequest) -> Option<ReadPhase> {
     r.status.as_ref().and_then(|s| s.phase)
 }
@@ -54,7 +38,17 @@ async fn two_operators_racing_over_the_same_requests_record_each_transition_once
     s.agent.heartbeat(&["vault"]).await.unwrap();
 
     let recipients: Vec<KeyPair> = (0..REQUESTS).map(|_| KeyPair::generate()).collect();
-    let docs: Vec<String> = recipients.iter().enumerate().map(|(i, r)| request_yaml(&format!("race-{i}"), r)).collect();
+    let docs: Vec<String> = recipients
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            common::read_request_yaml(
+                &format!("race-{i}"),
+                "Two operators racing over one request.",
+                &r.public.to_base64(),
+            )
+        })
+        .collect();
     s.kubectl("alice", &["apply", "-f", "-"], Some(&docs.join("\n---\n"))).await.expect_ok("alice's requests");
     for i in 0..REQUESTS {
         let name = format!("race-{i}");

@@ -49,3 +49,21 @@ pub fn once_each(outcomes: &[String]) {
         assert!(seen.insert(o), "transition {o} audited twice: {outcomes:?}");
     }
 }
+
+/// A SecretReadRequest by alice in team-a for `team-a/db`'s `password` through agent `edge`,
+/// sealed to `recipient` (base64). The document ends with its `recipient` line, so a caller
+/// may append more of `spec` (`delivery: ...`).
+pub fn read_request_yaml(name: &str, justification: &str, recipient: &str) -> String {
+    format!(
+        r#"
+apiVersion: secrets-bridge.io/v1alpha1
+kind: SecretReadRequest
+metadata: {{name: {name}, namespace: team-a}}
+spec:
+  target: {{agent: edge, provider: vault, ref: "team-a/db", keys: [password]}}
+  justification: {justification}
+  requester: alice
+  recipient: "{recipient}"
+"#
+    )
+}

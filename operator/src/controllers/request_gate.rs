@@ -134,14 +134,12 @@ where
     let admission = async { if cached { ctx.admission.last() } else { ctx.admission.check(&ctx.client).await } };
     let ((registration, mut required), problems) =
         tokio::join!(lookups(ctx, &request.target.agent, &namespace, cached), admission);
-    let mut registration = registration?;
-    if cached
-        && (check_target(&namespace, request.target, registration.as_ref()).is_err() || matches!(required, Ok(Err(_))))
-    {
+    let mut target = check_target(&namespace, request.target, registration?.as_ref());
+    if cached && (target.is_err() || matches!(required, Ok(Err(_)))) {
         let (live, live_required) = lookups(ctx, &request.target.agent, &namespace, false).await;
-        (registration, required) = (live?, live_required);
+        (target, required) = (check_target(&namespace, request.target, live?.as_ref()), live_required);
     }
-    if let Err(rejected) = check_target(&namespace, request.target, registration.as_ref()) {
+    if let Err(rejected) = target {
         let approved = condition("Approved", false, rejected.reason, rejected.message.clone(), generation);
         let step = GateStep::Refused { reason: rejected.reason.into(), message: rejected.message };
         return Ok(GateDecision { step, approved: Some(approved), summary: None, policy_missing: None });

@@ -131,7 +131,7 @@ impl RoundError {
 
 enum Round {
     Written(i64),
-    Unchanged(i64),
+    Unchanged,
     Empty,
     Conflict,
 }
@@ -198,8 +198,6 @@ impl Checkpointer {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut appends = self.store.audit_chain().appends();
         let mut counted = appends.borrow_and_update().count;
-        // The seq of the head the last successful round found checkpointed.
-        let mut covered = 0;
         let mut appends_open = true;
         // The first tick is immediate: a checkpoint at start-up, which also reports a chain
         // that was cut while the operator was down.
@@ -214,7 +212,7 @@ impl Checkpointer {
                         continue;
                     }
                     let now = *appends.borrow_and_update();
-                    self.metrics.pending.set((now.last_seq - covered).max(0));
+                    self.metrics.pending.set((now.last_seq - self.checkpointed_seq()).max(0));
                     if now.count.wrapping_sub(counted) < self.config.every_events {
                         continue;
                     }
@@ -223,17 +221,18 @@ impl Checkpointer {
                 _ = stop.wait_for(|stopped| *stopped) => break,
             }
             counted = appends.borrow().count;
-            if let Some(seq) = self.attempt(false).await {
-                covered = seq;
-                self.metrics.pending.set((appends.borrow().last_seq - covered).max(0));
-            }
+            self.attempt(false).await;
+            self.metrics.pending.set((appends.borrow().last_seq - self.checkpointed_seq()).max(0));
         }
         self.attempt(true).await;
     }
 
-    /// One checkpoint attempt: the seq now checkpointed (0 for an empty chain), `None` when
-    /// it failed.
-    async fn attempt(&self, last: bool) -> Option<i64> {
+    /// The seq of the head last written or found checkpointed by this process (0 before).
+    fn checkpointed_seq(&self) -> i64 {
+        self.confirmed.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |(seq, _)| *seq)
+    }
+
+    async fn attempt(&self, last: bool) {
         // A conflict means another replica wrote first: read theirs and try again.
         for _ in 0..3 {
             match self.round(last).await {
@@ -245,10 +244,9 @@ impl Checkpointer {
                     } else {
                         tracing::debug!(seq, configmap = CHECKPOINT_CONFIGMAP, "audit checkpoint written");
                     }
-                    return Some(seq);
+                    return;
                 }
-                Ok(Round::Unchanged(seq)) => return Some(seq),
-                Ok(Round::Empty) => return Some(0),
+                Ok(Round::Unchanged | Round::Empty) => return,
                 Ok(Round::Conflict) => continue,
                 Err(e) => {
                     let reason = e.reason();
@@ -260,21 +258,20 @@ impl Checkpointer {
                         namespace = %self.namespace,
                         "audit checkpoint not written"
                     );
-                    return None;
+                    return;
                 }
             }
         }
-        None
     }
 
     async fn round(&self, last: bool) -> Result<Round, RoundError> {
         let Some(head) = self.store.audit_checkpoint().await? else { return Ok(Round::Empty) };
         let confirmed = || Some((head.seq, head.mac.clone()));
         if !last && *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) == confirmed() {
-            return Ok(Round::Unchanged(head.seq));
+            return Ok(Round::Unchanged);
         }
         let round = self.compare_and_write(&head).await;
-        if matches!(round, Ok(Round::Written(_) | Round::Unchanged(_))) {
+        if matches!(round, Ok(Round::Written(_) | Round::Unchanged)) {
             *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = confirmed();
         }
         round
@@ -294,7 +291,7 @@ impl Checkpointer {
             return Err(RoundError::Behind { head: head.seq, checkpoint: old.seq });
         }
         if old.seq == head.seq && old.mac == head.mac {
-            return Ok(Round::Unchanged(head.seq));
+            return Ok(Round::Unchanged);
         }
         let stored = mac_at(self.store.pool(), old.seq).await?;
         if stored.as_deref() != Some(old.mac.as_str()) {
